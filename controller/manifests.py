@@ -1,0 +1,160 @@
+"""Typed manifests: what validating produces and every later layer consumes.
+
+Frozen data, no behaviour beyond naming. Built only by ``validating``; read by planning,
+policies, the clients (connection settings) and rendering. Secret values live in
+``Connection.auth`` and ``VcdaApplianceSource.password`` and nowhere else: nothing that
+renders or stores may read those fields (``controller.redaction`` knows them by name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+
+class Api(enum.StrEnum):
+    ERA = "era"
+    ELEMENT = "element"
+    VCDA = "vcda"
+    COMMVAULT = "commvault"
+
+
+class Kind(enum.StrEnum):
+    CONNECTION = "Connection"
+    ROLEAPP = "RoleApp"
+    BACKUP_POLICY = "BackupPolicy"
+
+
+SANDBOX_URL = "sandbox"
+API_VERSION = "converge/v1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, order=True)
+class SourceLocation:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tls:
+    verify: bool = True
+    ca_file: str | None = None  # absolute path, resolved against the manifest's folder
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    name: str
+    api: Api
+    url: str  # a base URL, or SANDBOX_URL
+    # Secret-bearing: keys as in manifests.md (domain/login/password, clientId/clientSecret,
+    # type/user/password, username/password or token). Never rendered, never stored.
+    auth: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    timeout: float = 30.0
+    concurrency: int = 8
+    rate_limit: float | None = None
+    tls: Tls = dataclasses.field(default_factory=Tls)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    source: SourceLocation
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.url == SANDBOX_URL
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Lifecycle:
+    prevent_destroy: bool = False
+    ignore_fields: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RoleApp:
+    name: str
+    connection: str
+    # The managed fields exactly as written in the manifest (folder, title, roles,
+    # svcscriptcode, opts): a key absent here is neither compared nor sent.
+    fields: Mapping[str, Any]
+    id: str | None = None  # spec.id: pins an existing live object
+    archive: str | None = None  # absolute path of a .zip file or a directory
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    source: SourceLocation
+
+    @property
+    def folder(self) -> str:
+        return str(self.fields["folder"])
+
+    @property
+    def create_id(self) -> str:
+        """The deterministic id a create uses, so a repeated create is found by LOOKUP."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"converge:{self.connection}/{self.name}"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    keep_last: int | None = None
+    max_age: float | None = None  # seconds
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ElementApplicationSource:
+    application_id: str
+    include_users: bool = True
+    include_binary_data: bool = True
+    include_collaboration_registration_data: bool = False
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class VcdaApplianceSource:
+    password: str = dataclasses.field(repr=False)  # the backup file's password: a secret
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CommvaultDynamoDBSource:
+    client_name: str
+    instance_name: str
+    subclient_id: int
+    backupset_name: str = "defaultBackupSet"
+    subclient_name: str = ""
+    backup_level: str = "INCREMENTAL"
+
+
+BackupSource = ElementApplicationSource | VcdaApplianceSource | CommvaultDynamoDBSource
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BackupPolicy:
+    name: str
+    connection: str
+    source: BackupSource
+    schedule: str | None = None  # cron expression
+    timezone: str = "UTC"
+    max_age: float | None = None  # seconds (the RPO)
+    retention: Retention | None = None
+    wait: float = 7200.0  # seconds; 0 = do not wait
+    suspend: bool = False
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    source_location: SourceLocation
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Manifests:
+    """Everything the given paths declare, validated, in a deterministic order."""
+
+    connections: tuple[Connection, ...] = ()
+    roleapps: tuple[RoleApp, ...] = ()
+    policies: tuple[BackupPolicy, ...] = ()
+    documents: int = 0
+
+    def connection(self, name: str) -> Connection:
+        for connection in self.connections:
+            if connection.name == name:
+                return connection
+        raise KeyError(name)

@@ -1,0 +1,41 @@
+"""Keeping secrets out of everything converge shows or writes.
+
+Called by the HTTP client on every error message, by the CLI on its final error output,
+and by the state store when it names its own URL. Why a last-resort text filter as well
+as "never put it there": a server may echo a request body (with a password) in its error
+message, and we render server messages verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+SENSITIVE_CHANGE = "(sensitive, changed)"
+
+# Keys whose values are secrets wherever they appear (auth blocks, request bodies).
+SECRET_KEYS = frozenset(
+    {"password", "pwd", "clientsecret", "token", "localpassword", "vcdpassword", "authtoken",
+     "session_token", "id_token", "x-vcav-auth", "authorization"}
+)
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]*)@", re.I)
+
+
+def is_secret_key(key: str) -> bool:
+    return key.replace("-", "").replace("_", "").lower() in {
+        k.replace("-", "").replace("_", "") for k in SECRET_KEYS
+    }
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every given secret (3+ characters) and any URL password masked."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return mask_url(text)
+
+
+def mask_url(text: str) -> str:
+    """``postgresql://u:pw@h/db`` → ``postgresql://u:***@h/db`` (anywhere in ``text``)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
