@@ -1,0 +1,262 @@
+"""Reading manifest files: YAML text → documents that remember where every key was written.
+
+Called by validating (and so by every command). The only module that imports ``yaml``.
+
+Why compose nodes instead of ``safe_load``: every later error must name the file and the
+line of the key at fault, and only the node tree carries positions. ``${VAR}`` expansion
+happens here, on scalars, so that a value's line is still known when it is wrong, and so
+that validating can tell a secret that came from the environment from a literal one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.errors import Problem
+
+try:  # libyaml is ~10x faster; the pure-Python loader is the same grammar.
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+SUFFIXES = (".yaml", ".yml")
+KeyPath = tuple[str | int, ...]
+
+# ${NAME} or ${NAME:-default}; "$${" escapes a literal "${".
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_INT = re.compile(r"^[-+]?\d+$")
+_FLOAT = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """One YAML document: its data, and the line of every key path in it."""
+
+    file: str  # as shown to users: relative to the working directory when below it
+    path: Path  # absolute, for resolving relative paths written in the manifest
+    index: int  # 0-based position in its file
+    line: int  # 1-based line where the document starts
+    data: Any
+    lines: Mapping[KeyPath, int]
+    # Key paths whose scalar value was exactly one ${VAR} reference: secrets must be.
+    from_env: frozenset[KeyPath]
+
+    def line_of(self, path: Iterable[str | int]) -> int:
+        """The line of ``path``, or of its nearest ancestor written in the file."""
+        key = tuple(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.line
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadResult:
+    documents: tuple[Document, ...]
+    problems: tuple[Problem, ...]
+    files: int
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
+    """Every manifest file under ``paths``: directories walked recursively, in sorted order."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in SUFFIXES and p.is_file() and not _hidden(p, path)
+            )
+            if not found:
+                problems.append(Problem(str(given), 0, "", "no *.yaml or *.yml manifests found"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(given), 0, "", "no such file or directory"))
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    return unique, problems
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    # .converge/ (state, sandbox) and .git/ live beside manifests; never read them as manifests.
+    return any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
+
+
+def load(paths: Iterable[str | Path], *, environ: Mapping[str, str] | None = None) -> LoadResult:
+    """Load every document under ``paths``. Problems are collected, never raised."""
+    env = os.environ if environ is None else environ
+    files, problems = discover(paths)
+    documents: list[Document] = []
+    for path in files:
+        docs, file_problems = load_file(path, environ=env)
+        documents.extend(docs)
+        problems.extend(file_problems)
+    return LoadResult(tuple(documents), tuple(problems), len(files))
+
+
+def display_name(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_file(path: Path, *, environ: Mapping[str, str]) -> tuple[list[Document], list[Problem]]:
+    shown = display_name(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [], [Problem(shown, 0, "", f"cannot read: {exc.strerror or exc}")]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return [], [Problem(shown, line, "", "cannot read: not UTF-8 text")]
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        return [], [Problem(shown, line, "", "cannot read: binary data (NUL byte)")]
+
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    try:
+        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
+            if node is None:
+                continue
+            builder = _Builder(shown, environ)
+            data = builder.build(node, ())
+            if data is None:  # an empty document (`---` alone): nothing declared
+                continue
+            problems.extend(builder.problems)
+            documents.append(
+                Document(
+                    file=shown,
+                    path=path,
+                    index=index,
+                    line=node.start_mark.line + 1,
+                    data=data,
+                    lines=builder.lines,
+                    from_env=frozenset(builder.from_env),
+                )
+            )
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problems.append(Problem(shown, line, "", f"invalid YAML: {reason}"))
+    return documents, problems
+
+
+class _Builder:
+    """Node tree → plain Python data, recording each key's line and expanding ${VAR}."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.lines: dict[KeyPath, int] = {}
+        self.from_env: set[KeyPath] = set()
+        self.problems: list[Problem] = []
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            result = []
+            for i, item in enumerate(node.value):
+                self.lines[(*path, i)] = item.start_mark.line + 1
+                result.append(self.build(item, (*path, i)))
+            return result
+        return self._scalar(node, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                self._problem(line, dotted(path), "keys must be plain strings")
+                continue
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in result:
+                self._problem(line, dotted(child), "duplicate key")
+                continue
+            self.lines[child] = line
+            result[key] = self.build(value_node, child)
+        return result
+
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        value: str = node.value
+        if node.tag == _STR:
+            if "$" not in value:
+                return value
+            expanded = self._expand(value, path, node.start_mark.line + 1)
+            if _WHOLE_REFERENCE.match(value):
+                self.from_env.add(path)
+                if not node.style:  # a plain `${N:-8}` may stand for a number or a boolean
+                    return _typed(expanded)
+            return expanded
+        construct = _SCALARS.get(node.tag)
+        # Anything else YAML would build (timestamps, binary, custom tags) stays text: the
+        # schemas only speak JSON types, and a date in a description must stay a string.
+        return construct(_CONSTRUCTOR, node) if construct else value
+
+    def _expand(self, value: str, path: KeyPath, line: int) -> str:
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            if name in self.environ:
+                return self.environ[name]
+            if default is not None:
+                return default
+            self._problem(line, dotted(path), f"environment variable {name} is not set")
+            return ""
+
+        return _REFERENCE.sub(replace, value)
+
+    def _problem(self, line: int, key: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, key, message))
+
+
+def _typed(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    return text
+
+
+def dotted(path: KeyPath) -> str:
+    """``("spec", "roles", 0)`` → ``spec.roles[0]``: how keys are named in errors."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_CONSTRUCTOR = yaml.SafeLoader("")
+_SCALARS = {
+    tag: yaml.SafeLoader.yaml_constructors[tag]
+    for tag in (
+        "tag:yaml.org,2002:null",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+    )
+}
