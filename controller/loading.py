@@ -31,7 +31,7 @@ KeyPath = tuple[str | int, ...]
 
 # ${NAME} or ${NAME:-default}; "$${" escapes a literal "${".
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$")
 _INT = re.compile(r"^[-+]?\d+$")
 _FLOAT = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 
@@ -46,8 +46,11 @@ class Document:
     line: int  # 1-based line where the document starts
     data: Any
     lines: Mapping[KeyPath, int]
-    # Key paths whose scalar value was exactly one ${VAR} reference: secrets must be.
+    # Key paths whose value was exactly one ${VAR} reference with no default: secrets must be.
     from_env: frozenset[KeyPath]
+    # Key paths that referenced an unset variable with no default, and that variable.
+    # Validating decides: an error in most fields, but a secret is only needed when used.
+    unset: Mapping[KeyPath, str] = dataclasses.field(default_factory=dict)
 
     def line_of(self, path: Iterable[str | int]) -> int:
         """The line of ``path``, or of its nearest ancestor written in the file."""
@@ -148,6 +151,7 @@ def load_file(path: Path, *, environ: Mapping[str, str]) -> tuple[list[Document]
                     data=data,
                     lines=builder.lines,
                     from_env=frozenset(builder.from_env),
+                    unset=builder.unset,
                 )
             )
     except yaml.YAMLError as exc:
@@ -166,6 +170,7 @@ class _Builder:
         self.environ = environ
         self.lines: dict[KeyPath, int] = {}
         self.from_env: set[KeyPath] = set()
+        self.unset: dict[KeyPath, str] = {}
         self.problems: list[Problem] = []
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
@@ -200,9 +205,11 @@ class _Builder:
         if node.tag == _STR:
             if "$" not in value:
                 return value
-            expanded = self._expand(value, path, node.start_mark.line + 1)
-            if _WHOLE_REFERENCE.match(value):
-                self.from_env.add(path)
+            expanded = self._expand(value, path)
+            whole = _WHOLE_REFERENCE.match(value)
+            if whole:
+                if whole.group(1) is None:  # a default would be a literal committed to git
+                    self.from_env.add(path)
                 if not node.style:  # a plain `${N:-8}` may stand for a number or a boolean
                     return _typed(expanded)
             return expanded
@@ -211,7 +218,7 @@ class _Builder:
         # schemas only speak JSON types, and a date in a description must stay a string.
         return construct(_CONSTRUCTOR, node) if construct else value
 
-    def _expand(self, value: str, path: KeyPath, line: int) -> str:
+    def _expand(self, value: str, path: KeyPath) -> str:
         def replace(match: re.Match[str]) -> str:
             if match.group(0) == "$${":
                 return "${"
@@ -220,7 +227,7 @@ class _Builder:
                 return self.environ[name]
             if default is not None:
                 return default
-            self._problem(line, dotted(path), f"environment variable {name} is not set")
+            self.unset[path] = name
             return ""
 
         return _REFERENCE.sub(replace, value)

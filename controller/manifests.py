@@ -29,6 +29,7 @@ class Kind(enum.StrEnum):
 
 
 SANDBOX_URL = "sandbox"
+SECRET_AUTH_KEYS = frozenset({"password", "clientSecret", "token"})
 API_VERSION = "converge/v1"
 
 
@@ -145,6 +146,26 @@ class BackupPolicy:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UnsetSecret:
+    """A secret field whose environment variable is not set.
+
+    Not a validation error (``validate`` runs in pre-commit and PR jobs without
+    credentials, like ``terraform validate``); commands that would use the secret refuse
+    to start without it.
+    """
+
+    kind: Kind
+    name: str
+    key: str  # e.g. spec.auth.password
+    variable: str
+    source: SourceLocation
+
+    def __str__(self) -> str:
+        where = f"{self.source.file}:{self.source.line}"
+        return f"{where}: {self.key}: environment variable {self.variable} is not set"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Manifests:
     """Everything the given paths declare, validated, in a deterministic order."""
 
@@ -152,6 +173,15 @@ class Manifests:
     roleapps: tuple[RoleApp, ...] = ()
     policies: tuple[BackupPolicy, ...] = ()
     documents: int = 0
+    unset_secrets: tuple[UnsetSecret, ...] = ()
+
+    def secret_values(self) -> set[str]:
+        """Every secret value the manifests carry, for last-resort redaction of output."""
+        values = {v for c in self.connections for k, v in c.auth.items() if k in SECRET_AUTH_KEYS}
+        values.update(
+            p.source.password for p in self.policies if isinstance(p.source, VcdaApplianceSource)
+        )
+        return {v for v in values if v}
 
     def connection(self, name: str) -> Connection:
         for connection in self.connections:

@@ -1,0 +1,537 @@
+"""Checking loaded documents and turning them into typed ``Manifests``.
+
+Called by every command through ``validate(paths)``. The only module that imports
+``jsonschema``. Two passes: the JSON Schemas in ``schemas/`` (the one source of truth for
+field shapes, shared with editors), then the cross-checks a schema cannot express
+(unique names, connection references, secrets from the environment, cron and timezone,
+files that must exist). Every problem is collected with its file, line and key, so a user
+fixes them all in one go; nothing is raised until the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from controller import durations, loading, policies
+from controller.errors import ManifestError, Problem
+from controller.loading import Document, KeyPath, dotted
+from controller.manifests import (
+    API_VERSION,
+    SANDBOX_URL,
+    Api,
+    BackupPolicy,
+    CommvaultDynamoDBSource,
+    Connection,
+    ElementApplicationSource,
+    Kind,
+    Lifecycle,
+    Manifests,
+    Retention,
+    RoleApp,
+    SourceLocation,
+    Tls,
+    UnsetSecret,
+    VcdaApplianceSource,
+)
+
+SCHEMA_FILES = {
+    Kind.CONNECTION: "connection.schema.json",
+    Kind.ROLEAPP: "roleapp.schema.json",
+    Kind.BACKUP_POLICY: "backuppolicy.schema.json",
+}
+SOURCE_APIS = {
+    "elementApplication": Api.ELEMENT,
+    "vcdaAppliance": Api.VCDA,
+    "commvaultDynamoDB": Api.COMMVAULT,
+}
+# Fields that carry secrets: they must be ${VAR} references so no secret is ever committed.
+SECRET_PATHS: dict[Kind, tuple[KeyPath, ...]] = {
+    Kind.CONNECTION: (
+        ("spec", "auth", "password"),
+        ("spec", "auth", "clientSecret"),
+        ("spec", "auth", "token"),
+    ),
+    Kind.BACKUP_POLICY: (("spec", "source", "vcdaAppliance", "password"),),
+}
+ROLEAPP_FIELDS = ("folder", "title", "roles", "svcscriptcode", "opts")
+
+
+def schemas_dir() -> Path:
+    # The package carries a link to the top-level schemas/ folder, so both an editable
+    # install and a built wheel find them here.
+    return Path(__file__).resolve().parent / "schemas"
+
+
+@cache
+def _validator(kind: Kind) -> jsonschema.Draft202012Validator:
+    schema = json.loads((schemas_dir() / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate(paths: Iterable[str | Path], *, environ: Mapping[str, str] | None = None) -> Manifests:
+    """Load and check every manifest under ``paths``; ManifestError lists every problem."""
+    result = loading.load(paths, environ=environ)
+    problems = list(result.problems)
+    by_kind: dict[Kind, list[Document]] = {kind: [] for kind in Kind}
+    unset_secrets: list[UnsetSecret] = []
+    for document in result.documents:
+        kind = _check_document(document, problems, unset_secrets)
+        if kind is not None:
+            by_kind[kind].append(document)
+    if not result.documents and not problems:
+        problems.append(Problem(", ".join(map(str, paths)) or ".", 0, "", "no manifests found"))
+    declared = _declared_connections(result.documents)
+    manifests = _build(by_kind, problems, declared=declared, documents=len(result.documents))
+    if problems:
+        raise ManifestError(sorted(set(problems)))
+    return dataclasses.replace(manifests, unset_secrets=tuple(unset_secrets))
+
+
+def _check_document(
+    document: Document, problems: list[Problem], unset_secrets: list[UnsetSecret]
+) -> Kind | None:
+    """Schema-check one document; its Kind when it is fit to build."""
+    data = document.data
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(
+                document.file,
+                document.line,
+                "",
+                f"a manifest must be a mapping, got {_type_name(data)}",
+            )
+        )
+        return None
+    kind_value = data.get("kind")
+    if kind_value not in Kind._value2member_map_:
+        known = ", ".join(k.value for k in Kind)
+        message = (
+            "required"
+            if kind_value is None
+            else f"unknown kind {kind_value!r} (expected one of {known})"
+        )
+        problems.append(Problem(document.file, document.line_of(("kind",)), "kind", message))
+        return None
+    kind = Kind(kind_value)
+    before = len(problems)
+    secret_paths = SECRET_PATHS.get(kind, ())
+    for path, variable in document.unset.items():
+        if path in secret_paths:
+            unset_secrets.append(
+                UnsetSecret(
+                    kind=kind,
+                    name=str(data.get("metadata", {}).get("name", "")),
+                    key=dotted(path),
+                    variable=variable,
+                    source=SourceLocation(document.file, document.line_of(path)),
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    document.file,
+                    document.line_of(path),
+                    dotted(path),
+                    f"environment variable {variable} is not set",
+                )
+            )
+    for error in _validator(kind).iter_errors(data):
+        if tuple(error.absolute_path) in document.unset and error.validator == "minLength":
+            continue  # an unset secret: already recorded above, needed only when used
+        problems.extend(_schema_problems(document, error))
+    for path in secret_paths:
+        if _has(data, path) and path not in document.from_env:
+            problems.append(
+                Problem(
+                    document.file,
+                    document.line_of(path),
+                    dotted(path),
+                    "a secret must be an environment reference such as ${VAR} (with no default),"
+                    " never a literal",
+                )
+            )
+    return kind if len(problems) == before else None
+
+
+def _schema_problems(document: Document, error: jsonschema.ValidationError) -> list[Problem]:
+    path: KeyPath = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    validator = error.validator
+
+    def at(key_path: KeyPath, message: str) -> Problem:
+        return Problem(document.file, document.line_of(key_path), dotted(key_path), message)
+
+    if validator == "required":
+        present = error.instance if isinstance(error.instance, dict) else {}
+        return [at((*path, key), "required") for key in error.validator_value if key not in present]
+    if validator == "additionalProperties":
+        known = set(schema.get("properties", {}))
+        return [at((*path, key), "unknown key") for key in error.instance if key not in known]
+    if validator == "not" and "attachment_info" in json.dumps(error.validator_value):
+        return [at((*path, "attachment_info"), "owned by the server; remove it")]
+    message = schema.get("x-message") or _message(error)
+    return [at(path, message)]
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    value = error.validator_value
+    match error.validator:
+        case "type":
+            return f"must be {_article(value)}, got {_type_name(error.instance)}"
+        case "enum":
+            return "must be one of " + ", ".join(str(v) for v in value)
+        case "const":
+            return f"must be {value}"
+        case "minLength":
+            return "must not be empty"
+        case "minimum":
+            return f"must be at least {value}"
+        case "maximum":
+            return f"must be at most {value}"
+        case "exclusiveMinimum":
+            return f"must be greater than {value}"
+        case "uniqueItems":
+            return "must not repeat items"
+        case "minProperties":
+            return "must not be empty"
+        case "pattern":
+            return f"must match {value}"
+    return error.message
+
+
+def _article(type_name: str | list[str]) -> str:
+    if isinstance(type_name, list):
+        return " or ".join(_article(t) for t in type_name)
+    words = {
+        "object": "a mapping",
+        "array": "a list",
+        "integer": "an integer",
+        "string": "a string",
+    }
+    return words.get(type_name, f"a {type_name}")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+def _has(data: Any, path: KeyPath) -> bool:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
+
+
+def _declared_connections(documents: Iterable[Document]) -> dict[str, str]:
+    """Name → api of every Connection document, valid or not.
+
+    Why: a Connection with a typo is reported once, at its own line; the documents that
+    reference it must not each add an "unknown connection" error on top.
+    """
+    declared: dict[str, str] = {}
+    for document in documents:
+        data = document.data
+        if not isinstance(data, dict) or data.get("kind") != Kind.CONNECTION:
+            continue
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+        if isinstance(metadata.get("name"), str):
+            declared.setdefault(metadata["name"], str(spec.get("api", "")))
+    return declared
+
+
+def _build(
+    by_kind: dict[Kind, list[Document]],
+    problems: list[Problem],
+    *,
+    declared: dict[str, str],
+    documents: int,
+) -> Manifests:
+    checks = _CrossChecks(problems, declared)
+    connections = checks.connections(by_kind[Kind.CONNECTION])
+    roleapps = checks.roleapps(by_kind[Kind.ROLEAPP], connections)
+    policies_ = checks.policies(by_kind[Kind.BACKUP_POLICY], connections)
+    return Manifests(
+        connections=tuple(sorted(connections.values(), key=lambda c: c.name)),
+        roleapps=tuple(sorted(roleapps, key=lambda r: (r.connection, r.name))),
+        policies=tuple(sorted(policies_, key=lambda p: (p.connection, p.name))),
+        documents=documents,
+    )
+
+
+class _CrossChecks:
+    """What the schemas cannot say: references between documents, files, clocks, secrets."""
+
+    def __init__(self, problems: list[Problem], declared: dict[str, str]) -> None:
+        self.problems = problems
+        self.declared = declared  # every Connection document, even an invalid one
+
+    def problem(self, document: Document, path: KeyPath, message: str) -> None:
+        self.problems.append(Problem(document.file, document.line_of(path), dotted(path), message))
+
+    def unique(self, documents: list[Document], scope: Any = None) -> list[Document]:
+        seen: dict[Any, Document] = {}
+        kept = []
+        for document in documents:
+            key = (scope(document) if scope else None, document.data["metadata"]["name"])
+            if key in seen:
+                first = seen[key]
+                self.problem(
+                    document,
+                    ("metadata", "name"),
+                    f"duplicate name {key[1]!r} (first declared at "
+                    f"{first.file}:{first.line_of(('metadata', 'name'))})",
+                )
+            else:
+                seen[key] = document
+                kept.append(document)
+        return kept
+
+    def connections(self, documents: list[Document]) -> dict[str, Connection]:
+        result: dict[str, Connection] = {}
+        for document in self.unique(documents):
+            spec = document.data["spec"]
+            url = spec["url"]
+            if url != SANDBOX_URL and not url.startswith(("http://", "https://")):
+                self.problem(
+                    document, ("spec", "url"), "must be an http:// or https:// URL, or sandbox"
+                )
+            if url != SANDBOX_URL and "auth" not in spec:
+                self.problem(document, ("spec", "auth"), "required unless url is sandbox")
+            tls = spec.get("tls", {})
+            ca_file = self.existing_path(document, ("spec", "tls", "caFile"), tls.get("caFile"))
+            name = document.data["metadata"]["name"]
+            result[name] = Connection(
+                name=name,
+                api=Api(spec["api"]),
+                url=url.rstrip("/"),
+                auth={k: str(v) for k, v in spec.get("auth", {}).items()},
+                timeout=durations.parse(spec.get("timeout", "30s")),
+                concurrency=spec.get("concurrency", 8),
+                rate_limit=spec.get("rateLimit"),
+                tls=Tls(verify=tls.get("verify", True), ca_file=str(ca_file) if ca_file else None),
+                labels=document.data["metadata"].get("labels", {}),
+                source=_location(document),
+            )
+        return result
+
+    def existing_path(self, document: Document, path: KeyPath, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        resolved = (document.path.parent / value).resolve()
+        if not resolved.exists():
+            self.problem(document, path, f"{value} does not exist (relative to {document.file})")
+            return None
+        return resolved
+
+    def resolve_connection(
+        self, document: Document, api: Api, connections: dict[str, Connection], *, what: str
+    ) -> str | None:
+        name = document.data["spec"].get("connection")
+        if name is None:
+            candidates = sorted(n for n, a in self.declared.items() if a == api)
+            if len(candidates) == 1:
+                return candidates[0] if candidates[0] in connections else None
+            if not candidates:
+                self.problem(
+                    document,
+                    ("spec",),
+                    f"{what} needs a Connection with api: {api}; none is declared",
+                )
+            else:
+                self.problem(
+                    document,
+                    ("spec", "connection"),
+                    f"required: several {api} connections exist ({', '.join(candidates)})",
+                )
+            return None
+        connection = connections.get(name)
+        if connection is None:
+            if name not in self.declared:  # a declared but invalid one has its own errors
+                self.problem(document, ("spec", "connection"), f"unknown connection {name!r}")
+            return None
+        if connection.api != api:
+            self.problem(
+                document,
+                ("spec", "connection"),
+                f"connection {name!r} has api {connection.api}; {what} needs api {api}",
+            )
+            return None
+        return name
+
+    def roleapps(
+        self, documents: list[Document], connections: dict[str, Connection]
+    ) -> list[RoleApp]:
+        resolved: list[tuple[Document, str]] = []
+        for document in documents:
+            connection = self.resolve_connection(document, Api.ERA, connections, what="a RoleApp")
+            if connection is not None:
+                resolved.append((document, connection))
+        owner = {id(d): c for d, c in resolved}
+        result = []
+        for document in self.unique([d for d, _ in resolved], scope=lambda d: owner[id(d)]):
+            spec = document.data["spec"]
+            metadata = document.data["metadata"]
+            lifecycle = spec.get("lifecycle", {})
+            for i, field in enumerate(lifecycle.get("ignoreFields", [])):
+                if field.split(".")[0] not in ROLEAPP_FIELDS:
+                    self.problem(
+                        document,
+                        ("spec", "lifecycle", "ignoreFields", i),
+                        f"unknown field {field!r} "
+                        f"(one of {', '.join(ROLEAPP_FIELDS)}, or opts.<key>)",
+                    )
+            archive = self.existing_path(document, ("spec", "archive"), spec.get("archive"))
+            if archive is not None and archive.is_file() and archive.suffix.lower() != ".zip":
+                self.problem(document, ("spec", "archive"), "must be a .zip file or a directory")
+            result.append(
+                RoleApp(
+                    name=metadata["name"],
+                    connection=owner[id(document)],
+                    fields={k: spec[k] for k in ROLEAPP_FIELDS if k in spec},
+                    id=spec.get("id", "").lower() or None,
+                    archive=str(archive) if archive else None,
+                    lifecycle=Lifecycle(
+                        prevent_destroy=lifecycle.get("preventDestroy", False),
+                        ignore_fields=tuple(lifecycle.get("ignoreFields", ())),
+                    ),
+                    labels=metadata.get("labels", {}),
+                    source=_location(document),
+                )
+            )
+        return result
+
+    def policies(
+        self, documents: list[Document], connections: dict[str, Connection]
+    ) -> list[BackupPolicy]:
+        result = []
+        for document in self.unique(documents):
+            spec = document.data["spec"]
+            ((source_key, source),) = spec["source"].items()
+            api = SOURCE_APIS[source_key]
+            name = spec.get("connection")
+            if name is not None and name in connections and connections[name].api != api:
+                self.problem(
+                    document,
+                    ("spec", "source", source_key),
+                    f"{source_key} needs an {api} connection; "
+                    f"{name!r} has api {connections[name].api}",
+                )
+                continue
+            connection = self.resolve_connection(
+                document, api, connections, what=f"a {source_key} policy"
+            )
+            if "schedule" not in spec and "maxAge" not in spec:
+                self.problem(document, ("spec",), "needs schedule, maxAge or both")
+            if "retention" in spec and api == Api.COMMVAULT:
+                self.problem(
+                    document,
+                    ("spec", "retention"),
+                    "not supported for commvault (Commvault applies its own retention)",
+                )
+            timezone = spec.get("timezone", "UTC")
+            if not _valid_timezone(timezone):
+                self.problem(document, ("spec", "timezone"), f"unknown IANA timezone {timezone!r}")
+            if "schedule" in spec and not policies.is_valid_schedule(spec["schedule"]):
+                self.problem(
+                    document,
+                    ("spec", "schedule"),
+                    f"invalid cron expression {spec['schedule']!r} (minute hour day month weekday)",
+                )
+            if connection is None:
+                continue
+            retention = spec.get("retention")
+            result.append(
+                BackupPolicy(
+                    name=document.data["metadata"]["name"],
+                    connection=connection,
+                    source=_source(source_key, source),
+                    schedule=spec.get("schedule"),
+                    timezone=timezone,
+                    max_age=durations.parse(spec["maxAge"]) if "maxAge" in spec else None,
+                    retention=Retention(
+                        keep_last=retention.get("keepLast"),
+                        max_age=durations.parse(retention["maxAge"])
+                        if "maxAge" in retention
+                        else None,
+                    )
+                    if retention
+                    else None,
+                    wait=durations.parse(spec.get("wait", "2h")),
+                    suspend=spec.get("suspend", False),
+                    labels=document.data["metadata"].get("labels", {}),
+                    source_location=_location(document),
+                )
+            )
+        return result
+
+
+def _source(key: str, source: dict[str, Any]) -> Any:
+    if key == "elementApplication":
+        return ElementApplicationSource(
+            application_id=source["applicationId"].lower(),
+            include_users=source.get("includeUsers", True),
+            include_binary_data=source.get("includeBinaryData", True),
+            include_collaboration_registration_data=source.get(
+                "includeCollaborationRegistrationData", False
+            ),
+            description=source.get("description", ""),
+        )
+    if key == "vcdaAppliance":
+        return VcdaApplianceSource(password=source["password"])
+    return CommvaultDynamoDBSource(
+        client_name=source["clientName"],
+        instance_name=source["instanceName"],
+        subclient_id=source["subclientId"],
+        backupset_name=source.get("backupsetName", "defaultBackupSet"),
+        subclient_name=source.get("subclientName", ""),
+        backup_level=source.get("backupLevel", "INCREMENTAL"),
+    )
+
+
+def _valid_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _location(document: Document) -> SourceLocation:
+    return SourceLocation(document.file, document.line)
+
+
+def summary(manifests: Manifests) -> str:
+    """``7 documents — 2 connections, 4 roleapps, 1 backup policy``."""
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    return (
+        f"{count(manifests.documents, 'document', 'documents')} — "
+        f"{count(len(manifests.connections), 'connection', 'connections')}, "
+        f"{count(len(manifests.roleapps), 'roleapp', 'roleapps')}, "
+        f"{count(len(manifests.policies), 'backup policy', 'backup policies')}"
+    )
+
+
+__all__ = ["API_VERSION", "summary", "validate"]
