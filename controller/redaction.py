@@ -16,11 +16,24 @@ SENSITIVE_CHANGE = "(sensitive, changed)"
 
 # Keys whose values are secrets wherever they appear (auth blocks, request bodies).
 SECRET_KEYS = frozenset(
-    {"password", "pwd", "clientsecret", "token", "localpassword", "vcdpassword", "authtoken",
-     "session_token", "id_token", "x-vcav-auth", "authorization"}
+    {
+        "password",
+        "pwd",
+        "clientsecret",
+        "token",
+        "localpassword",
+        "vcdpassword",
+        "authtoken",
+        "session_token",
+        "id_token",
+        "x-vcav-auth",
+        "authorization",
+    }
 )
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]*)@", re.I)
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]*)@", re.I
+)
 
 
 def is_secret_key(key: str) -> bool:
