@@ -84,6 +84,7 @@ class FakeEra:
     # (do the work, then lose the answer), or "drop-before" (lose it without doing it).
     faults: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     password: str = ERA_AUTH["password"]
+    archives: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fault(self, method: str, path: str, *plays: Any) -> None:
@@ -127,6 +128,10 @@ class FakeEra:
         if path == era.ROLEAPPS:
             return self._collection(request)
         rid = path.removeprefix(era.ROLEAPPS + "/")
+        if rid.endswith("/attachment") and request.method == "PUT":
+            rid = rid.removesuffix("/attachment")
+            self.archives[rid] = (request.headers.get("content-type", ""), request.content)
+            return httpx.Response(204)
         if request.method == "GET":
             obj = self.roleapps.get(rid)
             return httpx.Response(200, json=obj) if obj else _error(404, "not found")
