@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -128,6 +129,30 @@ class _HttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
     emulator: EmulatorServer
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        # Open keep-alive connections, so ``stop()`` can end them instead of leaving their
+        # threads to serve APIs whose storage is already closed.
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client going away mid-answer is normal under fault tests; say nothing.
         log.debug("connection error from %s", client_address, exc_info=True)
@@ -234,6 +259,8 @@ class EmulatorServer:
         self._httpd = _HttpServer((host, port), _Handler)
         self._httpd.emulator = self
         self._thread: threading.Thread | None = None
+        self._served = False  # shutdown() would wait forever on a server never served
+        self._stopped = False
 
     @property
     def host(self) -> str:
@@ -257,6 +284,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         """Serve from a daemon thread; returns self."""
         if self._thread is None:
+            self._served = True
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -268,15 +296,21 @@ class EmulatorServer:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``stop()`` (or KeyboardInterrupt)."""
+        self._served = True
         try:
             self._httpd.serve_forever(poll_interval=0.2)
         finally:
             self._httpd.server_close()
 
     def stop(self) -> None:
-        """Stop serving, then close each API that has a ``close()`` (its storage)."""
-        self._httpd.shutdown()
+        """Stop serving, then close each API that has a ``close()`` (its storage); idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._served:
+            self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
