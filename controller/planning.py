@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller import diffing
+from controller import diffing, durations
 from controller import policies as policy_rules  # `policies` is build_plan's parameter
 from controller.manifests import BackupPolicy, Kind, RoleApp
 from controller.plans import (
@@ -358,20 +358,29 @@ def _plan_backups(
             else policy_rules.expirable(policy, live, owned.get(policy.name, set()), now=now)
         )
         for backup in sorted(expirable, key=lambda b: b.id):
-            made = f" (made {backup.created:%Y-%m-%d %H:%M}Z)" if backup.created else ""
+            made = f": made {backup.created:%Y-%m-%d %H:%M}Z" if backup.created else ""
             expired.append(
                 Action(
                     kind=ActionKind.EXPIRE,
                     ref=ref,
                     id=backup.id,
                     backup_id=backup.id,
-                    reason=f"beyond retention{made}",
+                    reason=f"beyond retention ({_retention_text(policy)}){made}",
                     source=source,
                 )
             )
             acted = True
         unchanged += not acted
     return [*triggered, *expired], unchanged
+
+
+def _retention_text(policy: BackupPolicy) -> str:
+    rules = []
+    if policy.retention and policy.retention.keep_last is not None:
+        rules.append(f"keepLast {policy.retention.keep_last}")
+    if policy.retention and policy.retention.max_age is not None:
+        rules.append(f"maxAge {durations.humanize(policy.retention.max_age)}")
+    return ", ".join(rules)
 
 
 def _live_md5(obj: Mapping[str, Any]) -> str | None:
