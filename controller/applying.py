@@ -1,0 +1,358 @@
+"""Executing a Plan: the calls that make live match the manifests, and their outcomes.
+
+Called by orchestrating, with the state lock held. Why the shape:
+
+1. Actions of one object run in order (create → archive; adopt → archive); objects are
+   independent and run in parallel, each client bounding its own connection's
+   concurrency. Deletes run last, after everything else succeeded or failed.
+2. A failure never stops the others: each action becomes a result (succeeded, failed
+   with the error's message, or skipped because an earlier action of the same object
+   failed). A partial apply is a report, not an exception.
+3. The state is written as soon as a fact is known — a created object's id right after
+   the create, a backup's id right after the trigger and before waiting — so a crash
+   loses nothing the next run needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from controller import archives, durations
+from controller.clients.backups import BackupState, LiveBackup
+from controller.connecting import Clients
+from controller.errors import ConvergeError
+from controller.manifests import BackupPolicy, Kind
+from controller.plans import Action, ActionKind, Plan, Ref
+from controller.state.store import BackupRecord, InventoryEntry, Store
+
+POLL_INTERVAL = 1.0  # seconds between polls of a running backup; the servers are slow anyway
+MAX_WORKERS = 64  # threads for independent objects; each connection's client bounds its own
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+    message: str = ""  # the error for failures; what happened for successes (a backup id)
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyReport:
+    results: tuple[ActionResult, ...]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome is outcome)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.outcome is not Outcome.SUCCEEDED for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 5 some failed and some succeeded; 1 nothing could be applied."""
+        if not self.failed:
+            return 0
+        return 5 if self.count(Outcome.SUCCEEDED) else 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """What a progress display needs: an action starting (result None) or finishing."""
+
+    action: Action
+    result: ActionResult | None
+    done: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApplySettings:
+    wait_for_backups: bool = True  # False: --no-wait, trigger and return
+    poll_interval: float = POLL_INTERVAL
+
+
+class _Failed(ConvergeError):
+    """An action's failure, with the message the report shows."""
+
+
+class Applier:
+    def __init__(
+        self,
+        *,
+        clients: Clients,
+        store: Store,
+        policies: Mapping[Ref, BackupPolicy],
+        settings: ApplySettings = ApplySettings(),
+        on_progress: Callable[[Progress], None] = lambda _p: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.clients = clients
+        self.store = store
+        self.policies = policies
+        self.settings = settings
+        self.on_progress = on_progress
+        self.now = now
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+        self._prevent_destroy: Mapping[Ref, bool] = {}
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        self._total = len(plan.actions)
+        self._prevent_destroy = {m.ref: m.prevent_destroy for m in plan.managed}
+        chains, deletes = _chains(plan.actions)
+        results: list[ActionResult] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(chains)))) as pool:
+            for chain_results in pool.map(self._run_chain, chains):
+                results.extend(chain_results)
+        if deletes:
+            with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(deletes)))) as pool:
+                for chain_results in pool.map(self._run_chain, [[a] for a in deletes]):
+                    results.extend(chain_results)
+        self._record_unchanged(plan, results)
+        order = {id(a): i for i, a in enumerate(plan.actions)}
+        results.sort(key=lambda r: order[id(r.action)])
+        return ApplyReport(results=tuple(results))
+
+    # -- one object's actions, in order ---------------------------------------------------
+
+    def _run_chain(self, chain: Sequence[Action]) -> list[ActionResult]:
+        results: list[ActionResult] = []
+        failed = False
+        for action in chain:
+            if failed:
+                result = ActionResult(
+                    action=action,
+                    outcome=Outcome.SKIPPED,
+                    message="skipped: an earlier action of this object failed",
+                )
+            else:
+                self.on_progress(Progress(action, None, self._done, self._total))
+                result = self._run(action)
+                failed = result.outcome is not Outcome.SUCCEEDED
+            with self._lock:
+                self._done += 1
+                done = self._done
+            self.on_progress(Progress(action, result, done, self._total))
+            results.append(result)
+        return results
+
+    def _run(self, action: Action) -> ActionResult:
+        started = time.monotonic()
+        try:
+            message = _HANDLERS[action.kind](self, action)
+        except ConvergeError as exc:
+            return ActionResult(
+                action=action,
+                outcome=Outcome.FAILED,
+                message=str(exc),
+                seconds=time.monotonic() - started,
+            )
+        except Exception as exc:  # a bug must not take the other actions down with it
+            return ActionResult(
+                action=action,
+                outcome=Outcome.FAILED,
+                message=f"internal error: {type(exc).__name__}: {exc}",
+                seconds=time.monotonic() - started,
+            )
+        return ActionResult(
+            action=action,
+            outcome=Outcome.SUCCEEDED,
+            message=message,
+            seconds=time.monotonic() - started,
+        )
+
+    # -- roleapps -------------------------------------------------------------------------
+
+    def _create(self, action: Action) -> str:
+        assert action.desired is not None and action.id is not None
+        self.clients.era(action.ref.connection).create(action.desired)
+        self._remember(action.ref, action.id)
+        return f"created {action.id}"
+
+    def _update(self, action: Action) -> str:
+        assert action.id is not None
+        if action.patch:
+            self.clients.era(action.ref.connection).update(action.id, action.patch)
+        return f"updated {action.id}"
+
+    def _adopt(self, action: Action) -> str:
+        assert action.id is not None
+        if action.patch:
+            self.clients.era(action.ref.connection).update(action.id, action.patch)
+        self._remember(action.ref, action.id)
+        return f"adopted {action.id}"
+
+    def _archive(self, action: Action) -> str:
+        assert action.archive is not None and action.id is not None
+        data = archives.archive_bytes(action.archive.path)
+        if archives.md5_hex(data) != action.archive.md5:
+            raise _Failed(f"{action.archive.path} changed since the plan was made; plan again")
+        self.clients.era(action.ref.connection).upload_archive(action.id, data)
+        return f"uploaded {len(data)} bytes (md5 {action.archive.md5})"
+
+    def _delete(self, action: Action) -> str:
+        assert action.id is not None
+        self.clients.era(action.ref.connection).delete(action.id)
+        self.store.remove_inventory(action.ref.kind, action.ref.connection, action.ref.name)
+        return f"deleted {action.id}"
+
+    def _remember(self, ref: Ref, object_id: str) -> None:
+        self.store.upsert_inventory(
+            [
+                InventoryEntry(
+                    kind=ref.kind,
+                    connection=ref.connection,
+                    name=ref.name,
+                    id=object_id,
+                    prevent_destroy=self._prevent_destroy.get(ref, False),
+                    applied_at=self.now(),
+                )
+            ]
+        )
+
+    def _record_unchanged(self, plan: Plan, results: Sequence[ActionResult]) -> None:
+        """Record every declared object whose actions all succeeded (or that had none).
+
+        Why also the unchanged ones: a preventDestroy flipped in git changes no field, but
+        the state must learn it, since the flag stays sticky after the manifest is gone.
+        """
+        failed = {r.action.ref for r in results if r.outcome is not Outcome.SUCCEEDED}
+        entries = [
+            InventoryEntry(
+                kind=m.ref.kind,
+                connection=m.ref.connection,
+                name=m.ref.name,
+                id=m.id,
+                prevent_destroy=m.prevent_destroy,
+                applied_at=self.now(),
+            )
+            for m in plan.managed
+            if m.ref not in failed
+        ]
+        if entries:
+            self.store.upsert_inventory(entries)
+        for ref in plan.forget:
+            self.store.remove_inventory(ref.kind, ref.connection, ref.name)
+
+    # -- backups --------------------------------------------------------------------------
+
+    def _backup(self, action: Action) -> str:
+        policy = self.policies[action.ref]
+        api = self.clients.backups(policy.connection)
+        started = self.now()
+        handle = api.trigger(policy)
+        # Recorded before waiting: a crash while waiting must not lose which backup is ours.
+        self._record_backup(
+            policy, handle, handle=handle, started=started, state=BackupState.RUNNING
+        )
+        if not self.settings.wait_for_backups or policy.wait <= 0:
+            return f"triggered {handle} (not waiting)"
+        final = self._follow(policy, handle, started=started)
+        self._record_backup(
+            policy, final.id, handle=handle, started=started, state=final.state, live=final
+        )
+        if final.state is BackupState.FAILED:
+            raise _Failed(
+                f"backup {handle} on {policy.connection} failed: "
+                f"{final.message or 'no message from the server'}"
+            )
+        if final.state is BackupState.RUNNING:
+            raise _Failed(
+                f"backup {handle} on {policy.connection} did not finish within wait "
+                f"{durations.humanize(policy.wait)} (still running on the server)"
+            )
+        return f"backup {final.id} done"
+
+    def _follow(self, policy: BackupPolicy, handle: str, *, started: datetime) -> LiveBackup:
+        api = self.clients.backups(policy.connection)
+        deadline = time.monotonic() + policy.wait
+        while True:
+            live = api.poll(policy, handle)
+            if live.state is not BackupState.RUNNING or time.monotonic() >= deadline:
+                return live
+            self.sleep(min(self.settings.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def _expire(self, action: Action) -> str:
+        policy = self.policies[action.ref]
+        assert action.backup_id is not None
+        self.clients.backups(policy.connection).delete(policy, action.backup_id)
+        self._record_backup(
+            policy, action.backup_id, handle=action.backup_id, started=None, state="expired"
+        )
+        return f"deleted backup {action.backup_id}"
+
+    def _record_backup(
+        self,
+        policy: BackupPolicy,
+        backup_id: str,
+        *,
+        handle: str,
+        started: datetime | None,
+        state: str,
+        live: LiveBackup | None = None,
+    ) -> None:
+        existing = {
+            r.backup_id: r
+            for r in self.store.backups(policy=policy.name, connection=policy.connection)
+        }
+        previous = existing.get(backup_id)
+        self.store.record_backup(
+            BackupRecord(
+                policy=policy.name,
+                connection=policy.connection,
+                backup_id=backup_id,
+                handle=handle,
+                started_at=started or (previous.started_at if previous else self.now()),
+                state=str(state),
+                finished_at=(live.finished if live else None)
+                or (self.now() if state != BackupState.RUNNING else None),
+                message=live.message if live else "",
+            )
+        )
+
+
+_HANDLERS: dict[ActionKind, Callable[[Applier, Action], str]] = {
+    ActionKind.CREATE: Applier._create,
+    ActionKind.UPDATE: Applier._update,
+    ActionKind.ADOPT: Applier._adopt,
+    ActionKind.ARCHIVE: Applier._archive,
+    ActionKind.DELETE: Applier._delete,
+    ActionKind.BACKUP: Applier._backup,
+    ActionKind.EXPIRE: Applier._expire,
+}
+
+
+def _chains(actions: Sequence[Action]) -> tuple[list[list[Action]], list[Action]]:
+    """Actions grouped by object in plan order, and the deletes, which run last."""
+    chains: dict[tuple[Ref, ActionKind | None, str | None], list[Action]] = {}
+    deletes: list[Action] = []
+    for action in actions:
+        if action.kind is ActionKind.DELETE:
+            deletes.append(action)
+            continue
+        # A roleapp's actions build on each other (create, then archive); a policy's
+        # trigger and each of its expires do not.
+        independent = action.ref.kind == Kind.BACKUP_POLICY
+        key = (
+            action.ref,
+            action.kind if independent else None,
+            action.backup_id if independent else None,
+        )
+        chains.setdefault(key, []).append(action)
+    return list(chains.values()), deletes
