@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from controller.emulator import core
-from controller.emulator.backup_jobs import Lifecycle
+from controller.emulator.backup_jobs import Lifecycle, Phase
 from controller.emulator.storage import Storage
 
 # --- the shared base of the three backup emulators ---------------------------------------
@@ -250,6 +250,19 @@ class BackupEmulator:
         for name, value in payload.items():
             self.storage.put(SETTINGS, f"variant:{name}", self.VARIANTS[name].parse(name, value))
         return self.variants()
+
+
+def status_word(record: Mapping[str, Any], lifecycle: Lifecycle, phase: Phase) -> str | None:
+    """The product word a test chose for a backup's state, where it applies; else None.
+
+    ``record["status_word"]`` comes from ``fail_next_backup``'s ``status`` (shown once the
+    backup has failed, not while it runs) or from a seeded backup's ``status`` (a seeded
+    backup that never ends shows its word throughout).
+    """
+    word = record.get("status_word")
+    if word and (phase is Phase.FAILED or lifecycle.duration is None):
+        return str(word)
+    return None
 
 
 # --- control payload checks ------------------------------------------------------------

@@ -293,12 +293,9 @@ class ElementApi(backup_apis.BackupEmulator):
         lifecycle = Lifecycle.from_dict(record["lifecycle"])
         phase = lifecycle.phase(now)
         ready = phase is Phase.SUCCEEDED
-        if ready:
-            status = "Ready"
-        elif phase is Phase.FAILED:
-            status = record["status_word"] or "Error"
-        else:
-            status = record["status_word"] or "Creating"
+        status = backup_apis.status_word(record, lifecycle, phase)
+        if not status:
+            status = {Phase.SUCCEEDED: "Ready", Phase.FAILED: "Error"}.get(phase, "Creating")
         base = f"{API_PREFIX}/{record['application_id']}/dumps/{record['id']}"
         dump: dict[str, Any] = {
             "id": record["id"],
