@@ -134,7 +134,10 @@ def to_backup(dump: Mapping[str, Any]) -> LiveBackup:
         state = BackupState.RUNNING
     message = ""
     if state is BackupState.FAILED:
-        words = backups.server_text(dump.get("message") or dump.get("error"))
+        # Not in the docs; servers (and the emulator) that explain a failure use these.
+        words = backups.server_text(
+            dump.get("error-message") or dump.get("message") or dump.get("error")
+        )
         message = f"dump status {status}" + (f": {words}" if words else "")
     return LiveBackup(
         id=str(dump.get("id", "")),

@@ -128,12 +128,18 @@ def backup_entry(entry: Mapping[str, Any]) -> LiveBackup:
 
 
 def is_backup_task(task: Mapping[str, Any]) -> bool:
-    """Whether a task generates an appliance backup (the appliance runs other tasks too)."""
-    if task.get("resultType") == "BackupInfo":
-        return True
+    """Whether a task may be generating an appliance backup (the appliance runs others too).
+
+    The docs fill ``resultType`` only once a task succeeded, so an active task often says
+    nothing of its kind: an untyped task counts as a backup, because mistaking it for one
+    only delays a trigger, while missing ours would start a second backup.
+    """
+    result_type = task.get("resultType")
+    if result_type:
+        return result_type == "BackupInfo"
     workflow = task.get("workflowInfo")
     kind = workflow.get("type") if isinstance(workflow, dict) else None
-    return isinstance(kind, str) and "backup" in kind.lower()
+    return "backup" in kind.lower() if isinstance(kind, str) and kind else True
 
 
 class VcdaBackupApi:
@@ -222,12 +228,14 @@ class VcdaBackupApi:
         return [backup_entry(e) for e in body if isinstance(e, dict) and e.get("id")]
 
     def _running_tasks(self) -> list[LiveBackup]:
+        # The state filter is exact: a just-triggered task is QUEUED, not yet RUNNING.
+        return [backup for state in ("QUEUED", "RUNNING") for backup in self._tasks_in(state)]
+
+    def _tasks_in(self, state: str) -> list[LiveBackup]:
         found: list[LiveBackup] = []
         for page in range(_MAX_PAGES):
             response = self._session.request(
-                "GET",
-                "/tasks",
-                params={"offset": page * _PAGE, "limit": _PAGE, "state": "RUNNING"},
+                "GET", "/tasks", params={"offset": page * _PAGE, "limit": _PAGE, "state": state}
             )
             body = backups.json_of(response) or {}
             items = body.get("items") if isinstance(body, dict) else body

@@ -79,8 +79,8 @@ class FakeVcda:
         if path == "/backups" and method == "GET":
             return httpx.Response(200, json=self.backups)
         if path == "/tasks" and method == "GET":
-            assert request.url.params["state"] == "RUNNING"
-            items = [t for t in self.tasks.values() if t["state"] in ("RUNNING", "QUEUED")]
+            wanted = request.url.params["state"]
+            items = [t for t in self.tasks.values() if t["state"] == wanted]
             return httpx.Response(200, json={"items": items, "total": len(items)})
         if path.startswith("/tasks/"):
             task = self.tasks.get(path.rsplit("/", 1)[1])
@@ -291,3 +291,23 @@ def test_delete(fake: FakeVcda, client) -> None:
     fake.backups = [{"id": "x", "generatedOn": MS}]
     client().delete(POLICY, "x")
     assert fake.backups == []
+
+
+@pytest.mark.parametrize(
+    ("task", "counts"),
+    [
+        ({"resultType": "BackupInfo"}, True),
+        ({"resultType": "ReplicationInfo"}, False),
+        ({"resultType": None, "workflowInfo": {"type": "ApplianceBackup"}}, True),
+        ({"resultType": None, "workflowInfo": {"type": "failover"}}, False),
+        ({"resultType": None, "workflowInfo": {}}, True),  # untyped: assume it may be ours
+    ],
+)
+def test_which_tasks_count_as_backups(task: dict[str, Any], counts: bool) -> None:
+    assert vcda.is_backup_task(task) is counts
+
+
+def test_queued_task_counts_as_running(fake: FakeVcda, client) -> None:
+    api = client()
+    handle = api.trigger(POLICY)  # the fake leaves it QUEUED
+    assert [b.id for b in api.list_backups(POLICY)] == [handle]
