@@ -163,6 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120  # an idle keep-alive connection's thread ends eventually
     server: _HttpServer
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle's algorithm and
+        # the client's delayed ACK add ~40 ms to every keep-alive answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def __getattr__(self, name: str) -> Callable[[], None]:
         # BaseHTTPRequestHandler looks up ``do_<METHOD>``: answer every method, LOOKUP too.
         if name.startswith("do_"):
