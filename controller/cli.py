@@ -19,8 +19,10 @@ from typing import Any
 
 import click
 
-from controller import __version__, durations, redaction, validating
+from controller import __version__, durations, orchestrating, redaction, rendering, validating
+from controller.applying import ApplySettings, Progress
 from controller.errors import ConvergeError, ManifestError
+from controller.rendering import results
 
 
 class Context:
@@ -197,3 +199,248 @@ def emulator(
         page_cap=page_cap,
         echo=lambda line: click.echo(line),
     )
+
+
+# -- plan and apply -----------------------------------------------------------------------
+
+
+def _duration(_ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return durations.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+
+
+def state_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of every command that reads state or live systems."""
+    options = [
+        click.option(
+            "--state",
+            "state_url",
+            envvar="CONVERGE_STATE",
+            default=orchestrating.DEFAULT_STATE,
+            show_default=True,
+            help="Where converge keeps its inventory: sqlite:///PATH or postgresql://...",
+        ),
+        click.option(
+            "--state-schema",
+            help="PostgreSQL schema for the state (several estates in one database).",
+        ),
+        click.option(
+            "--selector",
+            "selectors",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Only objects with this label.",
+        ),
+        click.option(
+            "--target",
+            "targets",
+            multiple=True,
+            metavar="KIND/NAME",
+            help="Only this object (RoleApp/NAME, BackupPolicy/NAME or KIND/CONNECTION/NAME); repeatable.",
+        ),
+        click.option(
+            "--lock-timeout",
+            default="0s",
+            show_default=True,
+            callback=_duration,
+            help="How long apply waits for another run's state lock.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run_options(
+    paths: tuple[str, ...],
+    *,
+    state_url: str,
+    state_schema: str | None,
+    selectors: tuple[str, ...],
+    targets: tuple[str, ...],
+    lock_timeout: float,
+    prune: bool = True,
+    parallelism: int | None = None,
+) -> orchestrating.RunOptions:
+    return orchestrating.RunOptions(
+        paths=paths or (".",),
+        state_url=state_url,
+        state_schema=state_schema,
+        scope=orchestrating.Scope.parse(selectors, targets),
+        lock_timeout=lock_timeout,
+        prune=prune,
+        parallelism=parallelism,
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Save the plan for `apply --plan FILE`.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0 when none)."
+)
+@click.option(
+    "--no-prune", is_flag=True, help="Do not plan deletes of objects whose manifest is gone."
+)
+@state_options
+@common
+@click.pass_obj
+def plan(
+    state: Context,
+    paths: tuple[str, ...],
+    out: str | None,
+    fmt: str,
+    detailed_exitcode: bool,
+    no_prune: bool,
+    **options: Any,
+) -> None:
+    """Read live state and show what apply would do. Changes nothing.
+
+    Exit codes: 0 success (with --detailed-exitcode: no changes), 2 changes pending
+    (--detailed-exitcode), 1 error, 4 a safety guard (preventDestroy) refuses the plan.
+    """
+    with orchestrating.Run(
+        _run_options(paths, prune=not no_prune, **options), command="plan"
+    ) as run:
+        state.secrets |= run.manifests.secret_values()
+        the_plan = run.plan()
+    if out:
+        Path(out).write_text(rendering.render_plan(the_plan, "json") + "\n", encoding="utf-8")
+    state.echo(rendering.render_plan(the_plan, fmt, color=state.color))
+    if out:
+        state.echo(
+            f"Saved the plan to {out}; apply it exactly with `converge apply --plan {out}`.",
+            err=True,
+        )
+    orchestrating.check_guards(the_plan)  # preventDestroy fails a plan too; the budget is apply's
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Apply this saved plan, if it is not stale.",
+)
+@click.option(
+    "--auto-approve", is_flag=True, help="Apply without asking (needed when there is no terminal)."
+)
+@click.option(
+    "--parallelism", type=click.IntRange(1, 256), help="Most requests in flight per connection."
+)
+@click.option("--no-wait", is_flag=True, help="Trigger backups without following them to the end.")
+@click.option(
+    "--max-deletes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Refuse a plan deleting more.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--no-prune", is_flag=True, help="Do not delete objects whose manifest is gone.")
+@state_options
+@common
+@click.pass_obj
+def apply(
+    state: Context,
+    paths: tuple[str, ...],
+    plan_file: str | None,
+    auto_approve: bool,
+    parallelism: int | None,
+    no_wait: bool,
+    max_deletes: int,
+    fmt: str,
+    no_prune: bool,
+    **options: Any,
+) -> None:
+    """Converge live state to the manifests (or to a saved plan).
+
+    Shows the plan, then asks on a terminal; elsewhere it needs --auto-approve or --plan.
+    Exit codes: 0 done, 1 error (nothing applied), 3 stale saved plan, 4 refused by a
+    guard or the state lock, 5 some actions failed (the report lists each).
+    """
+    interactive = sys.stdin.isatty()
+    if not (auto_approve or plan_file or interactive):
+        raise orchestrating.UsageError(
+            "apply needs confirmation and there is no terminal: pass --auto-approve, or --plan FILE from `converge plan --out`"
+        )
+    run_options = _run_options(paths, prune=not no_prune, parallelism=parallelism, **options)
+    with orchestrating.Run(run_options, command="apply") as run:
+        state.secrets |= run.manifests.secret_values()
+        run.lock()
+        if plan_file:
+            the_plan = rendering.load_plan(Path(plan_file).read_text(encoding="utf-8"))
+            run.check_stale(the_plan)
+        else:
+            the_plan = run.plan()
+        if fmt == "text":
+            state.echo(rendering.render_plan(the_plan, "text", color=state.color))
+        orchestrating.check_guards(the_plan, max_deletes=max_deletes)
+        needs_answer = the_plan.has_changes and not (auto_approve or plan_file)
+        if needs_answer and not click.confirm("Apply these changes?", default=False, err=True):
+            state.echo("Apply cancelled; nothing was changed.", err=True)
+            sys.exit(1)
+        printer = _ProgressPrinter(state, to_stderr=fmt != "text")
+        report = run.apply(
+            the_plan, settings=ApplySettings(wait_for_backups=not no_wait), on_progress=printer
+        )
+        printer.finish()
+    if fmt == "json":
+        state.echo(results.render_json(report))
+    elif the_plan.has_changes:
+        state.echo(results.render_text(report))
+    sys.exit(report.exit_code)
+
+
+class _ProgressPrinter:
+    """Progress of an apply: one rewritten status line on a terminal, plain lines elsewhere."""
+
+    def __init__(self, state: Context, *, to_stderr: bool) -> None:
+        import threading
+
+        self.state = state
+        self.terminal = sys.stderr.isatty()
+        self.to_stderr = to_stderr or self.terminal
+        self.lock = threading.Lock()
+        self.width = 0
+
+    def __call__(self, progress: Progress) -> None:
+        with self.lock:
+            if self.terminal:
+                self._status(progress)
+            elif progress.result is not None:
+                self.state.echo(results.progress_line(progress), err=self.to_stderr)
+
+    def _status(self, progress: Progress) -> None:
+        action = progress.action
+        if progress.result is not None and progress.result.outcome != "succeeded":
+            self._clear()
+            self.state.echo(results.describe(progress.result), err=True)
+        line = f"[{progress.done}/{progress.total}] {action.kind} {action.ref}"[:120]
+        click.echo("\r" + line.ljust(self.width), nl=False, err=True)
+        self.width = len(line)
+
+    def _clear(self) -> None:
+        click.echo("\r" + " " * self.width + "\r", nl=False, err=True)
+
+    def finish(self) -> None:
+        if self.terminal and self.width:
+            self._clear()

@@ -268,11 +268,11 @@ class Run:
         return report
 
 
-def check_guards(plan: Plan, *, max_deletes: int) -> None:
+def check_guards(plan: Plan, *, max_deletes: int | None = None) -> None:
     """preventDestroy and the deletion budget: refuse the whole plan (exit 4)."""
     problems = [v.message for v in plan.guard_violations]
     deletes = plan.count(ActionKind.DELETE)
-    if deletes > max_deletes:
+    if max_deletes is not None and deletes > max_deletes:
         problems.append(
             f"the plan deletes {deletes} objects, more than --max-deletes {max_deletes}; "
             f"check the plan, then re-run with --max-deletes {deletes} if it is intended"
