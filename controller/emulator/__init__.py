@@ -31,7 +31,7 @@ def build_apis(
     clock: Callable[[], float] = time.time,
 ) -> list[EmulatedApi]:
     """The four emulated APIs; persisted as ``<data_dir>/<mount>.db``, in memory when None."""
-    from controller.emulator import era
+    from controller.emulator import element, era, vcda
     from controller.emulator.storage import Storage
 
     def storage(name: str) -> Storage:
@@ -39,6 +39,8 @@ def build_apis(
 
     return [
         era.EraApi(storage("era"), clock=clock, page_cap=page_cap),
+        element.ElementApi(storage("element"), clock=clock),
+        vcda.VcdaApi(storage("vcda"), clock=clock),
     ]
 
 
