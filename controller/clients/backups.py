@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -122,12 +121,13 @@ def open_backup_api(
     auth: Mapping[str, str],
     *,
     operation_id: str | None = None,
-    transport: Any = None,
-    sleep: Callable[[float], None] = time.sleep,
+    **session_kwargs: Any,
 ) -> BackupApi:
     """The client for a Connection's ``api``: what fetching and applying call.
 
-    ``transport`` is an httpx transport for tests (typed loosely: httpx stays in http.py).
+    ``auth`` is the Connection's auth block (keys per manifests.md); ``operation_id`` the
+    run's id (vcda sends it as ``operationID``); ``session_kwargs`` go to ``HttpSession``
+    (``transport`` for tests, ``sleep``, ``clock``, ``secrets`` ...).
     """
     # Imported here: the product modules import this one for the protocol and helpers.
     from controller.clients import commvault, element, vcda
@@ -139,6 +139,4 @@ def open_backup_api(
     }
     if api not in factories:
         raise ValueError(f"{settings.connection}: api {api!s} has no backups")
-    return factories[api](
-        settings, auth, operation_id=operation_id, transport=transport, sleep=sleep
-    )
+    return factories[api](settings, auth, operation_id=operation_id, **session_kwargs)

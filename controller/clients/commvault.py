@@ -11,9 +11,8 @@ validation, and ``delete`` says so if it is ever reached.
 from __future__ import annotations
 
 import base64
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -172,11 +171,14 @@ class CommvaultBackupApi:
         auth: Mapping[str, str],
         *,
         operation_id: str | None = None,  # commvault has no correlation header
-        transport: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        **session_kwargs: Any,  # passed to HttpSession: transport, sleep, clock, ...
     ) -> None:
         authenticator: CommvaultAuthenticator | CommvaultTokenAuthenticator
-        secrets = [auth.get("password", ""), auth.get("token", "")]
+        secrets = [
+            auth.get("password", ""),
+            auth.get("token", ""),
+            *session_kwargs.pop("secrets", ()),
+        ]
         if auth.get("token") and not auth.get("password"):
             authenticator = CommvaultTokenAuthenticator(auth["token"])
         else:
@@ -190,8 +192,7 @@ class CommvaultBackupApi:
             settings,
             authenticator=authenticator,
             secrets=secrets,
-            sleep=sleep,
-            transport=transport,
+            **session_kwargs,
             headers={"Accept": "application/json", "Content-Type": "application/json"},
             error_message=error_message,
         )

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -164,16 +163,18 @@ class ElementBackupApi:
         auth: Mapping[str, str],
         *,
         operation_id: str | None = None,  # element has no correlation header
-        transport: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        **session_kwargs: Any,  # passed to HttpSession: transport, sleep, clock, ...
     ) -> None:
         authenticator = ElementAuthenticator(auth.get("clientId", ""), auth.get("clientSecret", ""))
         self._session = HttpSession(
             settings,
             authenticator=authenticator,
-            secrets=(auth.get("clientSecret", ""), *authenticator.secrets),
-            sleep=sleep,
-            transport=transport,
+            secrets=(
+                auth.get("clientSecret", ""),
+                *authenticator.secrets,
+                *session_kwargs.pop("secrets", ()),
+            ),
+            **session_kwargs,
             headers={"Accept": "application/json"},
             error_message=error_message,
         )

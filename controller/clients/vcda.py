@@ -9,8 +9,7 @@ sent, so no error or log line can carry it even if the server echoes the body.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -151,8 +150,7 @@ class VcdaBackupApi:
         auth: Mapping[str, str],
         *,
         operation_id: str | None = None,
-        transport: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        **session_kwargs: Any,  # passed to HttpSession: transport, sleep, clock, ...
     ) -> None:
         headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
         if operation_id:
@@ -160,9 +158,8 @@ class VcdaBackupApi:
         self._session = HttpSession(
             settings,
             authenticator=VcdaAuthenticator(auth),
-            secrets=(auth.get("password", ""),),
-            sleep=sleep,
-            transport=transport,
+            secrets=(auth.get("password", ""), *session_kwargs.pop("secrets", ())),
+            **session_kwargs,
             headers=headers,
             error_message=error_message,
         )
