@@ -57,6 +57,10 @@ class PgServer:
     run_as: str | None  # OS user the server runs as, when we are root
 
     @property
+    def password(self) -> str:
+        return PASSWORD
+
+    @property
     def data_dir(self) -> Path:
         return self.base_dir / "data"
 
