@@ -63,10 +63,17 @@ class EmuError(Exception):
     The server (or :meth:`Harness.run`) turns it into the API's own error body.
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})  # e.g. ``Allow`` on a 405
+
+    def response(self, error_response: ErrorResponder) -> EmuResponse:
+        """This error in an API's own shape, with its extra headers."""
+        answer = error_response(self.status, self.message)
+        answer.headers.update(self.headers)
+        return answer
 
 
 class BadRequest(EmuError):
@@ -298,7 +305,7 @@ class Harness:
         try:
             response = work(request)
         except EmuError as exc:
-            response = error_response(exc.status, exc.message)
+            response = exc.response(error_response)
         if self.faults.take("drop_after_work", request.method, request.path) is not None:
             raise DropConnection()
         return response

@@ -158,7 +158,10 @@ class EraApi:
         if method == "HEAD" and "GET" in allowed:
             return  # the server sends the headers of the GET answer without its body
         if method not in allowed:
-            raise core.EmuError(405, f"method {method} is not allowed here")
+            allow = ", ".join(allowed)
+            raise core.EmuError(
+                405, f"method {method} is not allowed here", headers={"Allow": allow}
+            )
 
     # --- sessions -------------------------------------------------------------------------
 

@@ -360,7 +360,7 @@ class EmulatorServer:
         except core.DropConnection:
             return None
         except core.EmuError as exc:
-            return error_response(exc.status, exc.message)
+            return exc.response(error_response)
         except Exception:
             log.exception(
                 "emulated %s API failed on %s %s", api.mount, request.method, request.path

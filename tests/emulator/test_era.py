@@ -274,8 +274,10 @@ def test_attachment_roundtrip(era_api: era.EraApi, clock: FakeClock) -> None:
 def test_routing_errors_in_era_shape(
     era_api: era.EraApi, method: str, path: str, status: int
 ) -> None:
-    code, body = call(era_api, method, path, login_token(era_api))
-    assert (code, body["error_code"]) == (status, 1000 + status)
+    response = era_api.handle(request(method, path, headers=login_token(era_api)))
+    body = json.loads(response.body)
+    assert (response.status, body["error_code"]) == (status, 1000 + status)
+    assert ("Allow" in response.headers) == (status == 405)
 
 
 # --- listing ----------------------------------------------------------------------------

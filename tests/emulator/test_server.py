@@ -326,3 +326,43 @@ def login(client: httpx.Client) -> None:
     response = client.post("/rest/v1/iam/sessions", json=body)
     assert response.status_code == 200, response.text
     client.headers["Authorization"] = f"Bearer {response.json()['session_token']}"
+
+
+def test_storage_collections_bytes_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    store = storage.Storage(path)
+    store.put("apps", "b", {"n": 1})
+    store.put("apps", "a", {"n": 2})
+    store.put_many("apps", [("c", {"n": 3}), ("b", {"n": 10})])
+    store.put("blobs", "a", b"\x00\xffzip")
+    assert store.delete("apps", "a") is True
+    assert store.delete("apps", "a") is False
+    store.close()
+    reopened = storage.Storage(path)
+    try:
+        assert reopened.items("apps") == [("b", {"n": 10}), ("c", {"n": 3})]
+        assert reopened.get("blobs", "a") == b"\x00\xffzip"
+        assert reopened.get("apps", "missing", "dflt") == "dflt"
+        assert reopened.count("apps") == 2
+        reopened.clear("apps")
+        assert reopened.items("apps") == [] and reopened.keys("blobs") == ["a"]
+        reopened.clear()
+        assert reopened.items("blobs") == []
+    finally:
+        reopened.close()
+
+
+def test_fault_rules_match_method_path_and_count_down() -> None:
+    rules = core.FaultRules()
+    rules.add("fail", {"path_regex": "^/x", "times": 2})
+    rules.add("drop_after_work", {"method": "post", "path_regex": "y"})
+    assert rules.take("fail", "GET", "/y") is None
+    assert rules.take("fail", "DELETE", "/x/1") is not None  # no method: any method
+    assert rules.pending() == {"fail": 1, "drop_after_work": 1}
+    assert rules.take("drop_after_work", "GET", "/y") is None
+    assert rules.take("drop_after_work", "POST", "/y") is not None
+    assert rules.take("fail", "GET", "/x") is not None
+    assert rules.pending() == {"fail": 0, "drop_after_work": 0}
+    for bad in ({"path_regex": "("}, {"times": 0}, {"status": "x"}):
+        with pytest.raises(core.BadRequest):
+            rules.add("fail", bad)
