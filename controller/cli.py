@@ -444,3 +444,156 @@ class _ProgressPrinter:
     def finish(self) -> None:
         if self.terminal and self.width:
             self._clear()
+
+
+# -- state --------------------------------------------------------------------------------
+
+
+def state_store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--state-schema", help="PostgreSQL schema for the state.")(f)
+    return click.option(
+        "--state",
+        "state_url",
+        envvar="CONVERGE_STATE",
+        default=orchestrating.DEFAULT_STATE,
+        show_default=True,
+        help="The state: sqlite:///PATH or postgresql://...",
+    )(f)
+
+
+@main.group(cls=ConvergeGroup)
+def state() -> None:
+    """Inspect and repair the state: the inventory of managed objects, and the lock."""
+
+
+def _open_state(state_url: str, state_schema: str | None) -> Any:
+    from controller.state import open_store
+
+    return open_store(state_url, schema=state_schema)
+
+
+def _matching(entries: list[Any], name: str) -> list[Any]:
+    """NAME, KIND/NAME or KIND/CONNECTION/NAME."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        return [e for e in entries if e.name == name]
+    if len(parts) == 2:
+        return [e for e in entries if (e.kind, e.name) == tuple(parts)]
+    return [e for e in entries if (e.kind, e.connection, e.name) == tuple(parts)]
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    return {
+        "kind": entry.kind,
+        "connection": entry.connection,
+        "name": entry.name,
+        "id": entry.id,
+        "prevent_destroy": entry.prevent_destroy,
+        "applied_at": entry.applied_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@state.command("list")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_store_options
+@common
+@click.pass_obj
+def state_list(ctx_state: Context, fmt: str, state_url: str, state_schema: str | None) -> None:
+    """Every object converge manages (created or adopted), by connection."""
+    import json
+
+    store = _open_state(state_url, state_schema)
+    try:
+        entries = sorted(store.inventory(), key=lambda e: (e.kind, e.connection, e.name))
+    finally:
+        store.close()
+    if fmt == "json":
+        ctx_state.echo(json.dumps([_entry_json(e) for e in entries], indent=2, sort_keys=True))
+        return
+    if not entries:
+        ctx_state.echo("The inventory is empty: converge manages no objects yet.")
+        return
+    for entry in entries:
+        guard = "  preventDestroy" if entry.prevent_destroy else ""
+        ctx_state.echo(f"{entry.kind}/{entry.connection}/{entry.name}  {entry.id}{guard}")
+    ctx_state.echo(f"{len(entries)} object(s).")
+
+
+@state.command("show")
+@click.argument("name")
+@state_store_options
+@common
+@click.pass_obj
+def state_show(ctx_state: Context, name: str, state_url: str, state_schema: str | None) -> None:
+    """What the state knows of NAME (or KIND/NAME, KIND/CONNECTION/NAME)."""
+    store = _open_state(state_url, state_schema)
+    try:
+        entries = _matching(store.inventory(), name)
+        if not entries:
+            raise ConvergeError(f"{name} is not in the inventory (see `converge state list`)")
+        for entry in entries:
+            ctx_state.echo(f"{entry.kind}/{entry.connection}/{entry.name}")
+            ctx_state.echo(f"  id:              {entry.id}")
+            ctx_state.echo(f"  preventDestroy:  {str(entry.prevent_destroy).lower()}")
+            ctx_state.echo(f"  last applied:    {entry.applied_at:%Y-%m-%d %H:%M:%S}Z")
+            for record in store.backups(policy=entry.name, connection=entry.connection):
+                ctx_state.echo(
+                    f"  backup {record.backup_id}: {record.state} (started {record.started_at:%Y-%m-%d %H:%M}Z)"
+                )
+    finally:
+        store.close()
+
+
+@state.command("forget")
+@click.argument("name")
+@click.option("--lock-timeout", default="0s", show_default=True, callback=_duration)
+@state_store_options
+@common
+@click.pass_obj
+def state_forget(
+    ctx_state: Context, name: str, lock_timeout: float, state_url: str, state_schema: str | None
+) -> None:
+    """Stop managing NAME without touching the live system (like `terraform state rm`).
+
+    The object stays on the server; converge will report it as unmanaged and never prune it.
+    """
+    store = _open_state(state_url, state_schema)
+    try:
+        with store.lock(holder=f"converge state forget {name}", timeout=lock_timeout):
+            entries = _matching(store.inventory(), name)
+            if not entries:
+                raise ConvergeError(f"{name} is not in the inventory (see `converge state list`)")
+            if len(entries) > 1:
+                listed = ", ".join(f"{e.kind}/{e.connection}/{e.name}" for e in entries)
+                raise ConvergeError(
+                    f"{name} is ambiguous: {listed}; name one as KIND/CONNECTION/NAME"
+                )
+            entry = entries[0]
+            store.remove_inventory(entry.kind, entry.connection, entry.name)
+    finally:
+        store.close()
+    ctx_state.echo(
+        f"Forgot {entry.kind}/{entry.connection}/{entry.name} (id {entry.id}); the live object is untouched."
+    )
+
+
+@state.command("unlock")
+@state_store_options
+@common
+@click.pass_obj
+def state_unlock(ctx_state: Context, state_url: str, state_schema: str | None) -> None:
+    """Release a stuck state lock. Only when no converge run is really going on."""
+    store = _open_state(state_url, state_schema)
+    try:
+        info = store.lock_info()
+        released = store.force_unlock()
+    finally:
+        store.close()
+    if released and info:
+        ctx_state.echo(f"Released the lock held by {info[0]} since {info[1]:%Y-%m-%d %H:%M:%S}Z.")
+    elif released:
+        ctx_state.echo("Released the lock.")
+    else:
+        ctx_state.echo("The state was not locked.")
