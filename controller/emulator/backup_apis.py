@@ -213,13 +213,14 @@ class BackupEmulator:
         """The live session, or None when unknown or expired.
 
         ``idle`` True: the lifetime counts from the last use and each use renews it
-        (vcda, commvault); False: from the login (element's token lifetime).
+        (vcda, commvault); False: from the login (element's token lifetime). A session
+        opened with ``permanent=True`` (a ready API token) never times out.
         """
         record = self.storage.get(SESSIONS, key)
         if record is None:
             return None
         since = record["last_used"] if idle else record["created"]
-        if self.now() >= since + self.session_seconds:
+        if not record.get("permanent") and self.now() >= since + self.session_seconds:
             return None
         if idle:
             self.storage.put(SESSIONS, key, {**record, "last_used": self.now()})
