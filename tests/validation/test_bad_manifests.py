@@ -1,0 +1,713 @@
+"""Bad manifests: each case is the exact stderr ``converge validate`` must print, and exit 1.
+
+Each case writes its files into an empty folder (beside ``connections.yaml``, one sandbox
+connection per api, unless the case says otherwise), runs ``converge validate .`` through
+click, and compares every stderr line: ``FILE:LINE: KEY: MESSAGE``, sorted by file, line
+and key. The helpers below put ``spec:`` on line 5, so a case's first spec line is line 6.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+from runs import CONNECTIONS, Outcome, run_cli, run_process, write_files
+
+
+def _document(kind: str, name: str, spec: str) -> str:
+    return f"apiVersion: converge/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{spec}"
+
+
+def roleapp(spec: str, name: str = "app") -> str:
+    return _document("RoleApp", name, spec)
+
+
+def policy(spec: str, name: str = "pol") -> str:
+    return _document("BackupPolicy", name, spec)
+
+
+def connection(spec: str, name: str = "extra") -> str:
+    return _document("Connection", name, spec)
+
+
+VCDA_SOURCE = "  source:\n    vcdaAppliance:\n      password: ${VCDA_BACKUP_PASSWORD}\n"
+SECRET = (
+    "a secret must be an environment reference such as ${VAR} (with no default), never a literal"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Case:
+    id: str
+    files: Mapping[str, str | bytes]
+    expected: tuple[str, ...]
+    args: tuple[str, ...] = (".",)
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    connections: bool = True  # write the shared connections.yaml beside the case's files
+    setup: Callable[[Path, pytest.MonkeyPatch], None] | None = None
+
+
+CASES = [
+    # ── missing keys ───────────────────────────────────────────────────────────────────
+    Case(
+        "missing-spec-folder",
+        {"bad.yaml": roleapp("  title: x\n")},
+        ("bad.yaml:5: spec.folder: required",),
+    ),
+    Case(
+        "missing-metadata-name",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {}\nspec: {folder: f}\n"},
+        ("bad.yaml:3: metadata.name: required",),
+    ),
+    Case(
+        "missing-metadata",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nspec: {folder: f}\n"},
+        ("bad.yaml:1: metadata: required",),
+    ),
+    Case(
+        "missing-apiVersion",
+        {"bad.yaml": "kind: RoleApp\nmetadata: {name: a}\nspec: {folder: f}\n"},
+        ("bad.yaml:1: apiVersion: required",),
+    ),
+    Case(
+        "missing-kind",
+        {"bad.yaml": "apiVersion: converge/v1\nmetadata: {name: a}\nspec: {folder: f}\n"},
+        ("bad.yaml:1: kind: required",),
+    ),
+    Case(
+        "missing-spec",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {name: a}\n"},
+        ("bad.yaml:1: spec: required",),
+    ),
+    Case(
+        "spec-null",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {name: a}\nspec:\n"},
+        ("bad.yaml:4: spec: must be a mapping, got null",),
+    ),
+    Case(
+        "connection-missing-url",
+        {"bad.yaml": connection("  api: era\n")},
+        ("bad.yaml:5: spec.url: required",),
+    ),
+    # ── wrong types ────────────────────────────────────────────────────────────────────
+    Case(
+        "roles-a-string",
+        {"bad.yaml": roleapp("  folder: f\n  roles: x\n")},
+        ("bad.yaml:7: spec.roles: must be a list, got a string",),
+    ),
+    Case(
+        "roles-items-not-strings",
+        {"bad.yaml": roleapp("  folder: f\n  roles: [admin, 1]\n")},
+        ("bad.yaml:7: spec.roles[1]: must be a string, got an integer",),
+    ),
+    Case(
+        "roles-repeated",
+        {"bad.yaml": roleapp("  folder: f\n  roles: [a, a]\n")},
+        ("bad.yaml:7: spec.roles: must not repeat items",),
+    ),
+    Case(
+        "concurrency-a-string",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  concurrency: many\n")},
+        ("bad.yaml:8: spec.concurrency: must be an integer, got a string",),
+    ),
+    Case(
+        "concurrency-quoted-default-stays-a-string",
+        {"bad.yaml": connection('  api: era\n  url: sandbox\n  concurrency: "${N:-8}"\n')},
+        ("bad.yaml:8: spec.concurrency: must be an integer, got a string",),
+    ),
+    Case(
+        "folder-a-boolean",
+        {"bad.yaml": roleapp("  folder: yes\n")},
+        ("bad.yaml:6: spec.folder: must be a string, got a boolean",),
+    ),
+    Case(
+        "metadata-a-list",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: [a]\nspec: {folder: f}\n"},
+        ("bad.yaml:3: metadata: must be a mapping, got a list",),
+    ),
+    Case(
+        "label-value-not-a-string",
+        {
+            "bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {name: a, labels: {a: 1}}\n"
+            "spec: {folder: f}\n"
+        },
+        ("bad.yaml:3: metadata.labels.a: must be a string, got an integer",),
+    ),
+    Case(
+        "url-not-a-string",
+        {"bad.yaml": connection("  api: era\n  url: 5\n")},
+        ("bad.yaml:7: spec.url: must be a string, got an integer",),
+    ),
+    Case(
+        "timezone-not-a-string",
+        {"bad.yaml": policy("  maxAge: 1d\n  timezone: 5\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.timezone: must be a string, got an integer",),
+    ),
+    Case(
+        "id-not-a-uuid",
+        {"bad.yaml": roleapp("  folder: f\n  id: 123\n")},
+        ("bad.yaml:7: spec.id: must be a UUID such as 68f99ca9-016c-d352-e02f-50e54938780c",),
+    ),
+    # ── unknown keys and values ────────────────────────────────────────────────────────
+    Case(
+        "unknown-kind",
+        {
+            "bad.yaml": "apiVersion: converge/v1\nkind: Roleapp\nmetadata: {name: a}\nspec: {folder: f}\n"
+        },
+        (
+            "bad.yaml:2: kind: unknown kind 'Roleapp' "
+            "(expected one of Connection, RoleApp, BackupPolicy)",
+        ),
+    ),
+    Case(
+        "wrong-apiVersion",
+        {
+            "bad.yaml": "apiVersion: converge/v2\nkind: RoleApp\nmetadata: {name: a}\nspec: {folder: f}\n"
+        },
+        ("bad.yaml:1: apiVersion: must be converge/v1",),
+    ),
+    Case(
+        "unknown-api",
+        {"bad.yaml": connection("  api: jira\n  url: sandbox\n")},
+        ("bad.yaml:6: spec.api: must be one of era, element, vcda, commvault",),
+    ),
+    Case(
+        "integer-key",
+        {
+            "bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {name: a}\n"
+            "spec: {folder: f, 1: x}\n"
+        },
+        ("bad.yaml:4: spec.1: unknown key",),
+    ),
+    Case(
+        "mapping-as-key",
+        {
+            "bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata: {name: a}\n"
+            "spec: {folder: f, ? [a]: 1}\n"
+        },
+        ("bad.yaml:4: spec: keys must be plain strings",),
+    ),
+    # ── names ──────────────────────────────────────────────────────────────────────────
+    Case(
+        "name-uppercase",
+        {"bad.yaml": roleapp("  folder: f\n", name="Chat-Operator")},
+        ("bad.yaml:4: metadata.name: must be 1-63 lowercase letters, digits and '-'",),
+    ),
+    Case(
+        "name-too-long",
+        {"bad.yaml": roleapp("  folder: f\n", name="a" * 64)},
+        ("bad.yaml:4: metadata.name: must be 1-63 lowercase letters, digits and '-'",),
+    ),
+    Case(
+        "name-not-a-string",
+        {"bad.yaml": roleapp("  folder: f\n", name="123")},
+        ("bad.yaml:4: metadata.name: must be 1-63 lowercase letters, digits and '-'",),
+    ),
+    Case(
+        "duplicate-name-same-kind",
+        {"bad.yaml": roleapp("  folder: f\n") + "---\n" + roleapp("  folder: g\n")},
+        ("bad.yaml:11: metadata.name: duplicate name 'app' (first declared at bad.yaml:4)",),
+    ),
+    Case(
+        "duplicate-connection-across-files",
+        {"more/era.yaml": connection("  api: era\n  url: sandbox\n", name="era-main")},
+        (
+            "more/era.yaml:4: metadata.name: duplicate name 'era-main' "
+            "(first declared at connections.yaml:3)",
+        ),
+    ),
+    # ── schedules and durations ────────────────────────────────────────────────────────
+    Case(
+        "cron-out-of-range",
+        {"bad.yaml": policy("  schedule: '61 * * * *'\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:6: spec.schedule: invalid cron expression '61 * * * *' "
+            "(minute hour day month weekday)",
+        ),
+    ),
+    Case(
+        "cron-words",
+        {"bad.yaml": policy("  schedule: every night\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:6: spec.schedule: invalid cron expression 'every night' "
+            "(minute hour day month weekday)",
+        ),
+    ),
+    Case(
+        "timezone-unknown",
+        {"bad.yaml": policy("  maxAge: 1d\n  timezone: Mars/Olympus\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.timezone: unknown IANA timezone 'Mars/Olympus'",),
+    ),
+    Case(
+        "timezone-a-path",
+        {"bad.yaml": policy("  maxAge: 1d\n  timezone: /etc/passwd\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.timezone: unknown IANA timezone '/etc/passwd'",),
+    ),
+    Case(
+        "maxAge-3-days",
+        {"bad.yaml": policy("  maxAge: 3 days\n" + VCDA_SOURCE)},
+        ("bad.yaml:6: spec.maxAge: must be a duration such as 90s, 15m, 26h or 7d",),
+    ),
+    Case(
+        "maxAge-a-bare-number",
+        {"bad.yaml": policy("  maxAge: 3\n" + VCDA_SOURCE)},
+        ("bad.yaml:6: spec.maxAge: must be a duration such as 90s, 15m, 26h or 7d",),
+    ),
+    Case(
+        "wait-negative",
+        {"bad.yaml": policy("  maxAge: 1d\n  wait: -5m\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.wait: must be a duration such as 90s, 15m, 26h or 7d",),
+    ),
+    Case(
+        "timeout-in-years",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  timeout: 1y\n")},
+        ("bad.yaml:8: spec.timeout: must be a duration such as 90s, 15m, 26h or 7d",),
+    ),
+    Case(
+        "neither-schedule-nor-maxAge",
+        {"bad.yaml": policy(VCDA_SOURCE)},
+        ("bad.yaml:5: spec: needs schedule, maxAge or both",),
+    ),
+    Case(
+        "keepLast-0",
+        {"bad.yaml": policy("  maxAge: 1d\n  retention: {keepLast: 0}\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.retention.keepLast: must be at least 1",),
+    ),
+    Case(
+        "retention-empty",
+        {"bad.yaml": policy("  maxAge: 1d\n  retention: {}\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.retention: must not be empty",),
+    ),
+    Case(
+        "retention-on-commvault",
+        {
+            "bad.yaml": policy(
+                "  maxAge: 1d\n  retention: {keepLast: 3}\n  source:\n    commvaultDynamoDB:\n"
+                "      {clientName: aws, instanceName: DynamoDB, subclientId: 1}\n"
+            )
+        },
+        (
+            "bad.yaml:7: spec.retention: not supported for commvault "
+            "(Commvault applies its own retention)",
+        ),
+    ),
+    # ── secrets ────────────────────────────────────────────────────────────────────────
+    Case(
+        "literal-password",
+        {
+            "bad.yaml": connection(
+                "  api: era\n  url: https://era.example\n"
+                "  auth: {domain: d, login: l, password: hunter2}\n"
+            )
+        },
+        (f"bad.yaml:8: spec.auth.password: {SECRET}",),
+    ),
+    Case(
+        "literal-clientSecret",
+        {
+            "bad.yaml": connection(
+                "  api: element\n  url: sandbox\n  auth:\n    clientId: converge\n"
+                "    clientSecret: hunter2\n"
+            )
+        },
+        (f"bad.yaml:10: spec.auth.clientSecret: {SECRET}",),
+    ),
+    Case(
+        "literal-token",
+        {
+            "bad.yaml": connection(
+                "  api: commvault\n  url: https://cv.example\n  auth:\n    token: abc\n"
+            )
+        },
+        (f"bad.yaml:9: spec.auth.token: {SECRET}",),
+    ),
+    Case(
+        "literal-vcda-backup-password",
+        {
+            "bad.yaml": policy(
+                "  maxAge: 1d\n  source:\n    vcdaAppliance:\n      password: hunter2\n"
+            )
+        },
+        (f"bad.yaml:9: spec.source.vcdaAppliance.password: {SECRET}",),
+    ),
+    Case(
+        "secret-with-a-default",
+        {
+            "bad.yaml": connection(
+                "  api: vcda\n  url: sandbox\n  auth:\n    type: localUser\n    user: admin\n"
+                "    password: ${VCDA_PASSWORD:-hunter2}\n"
+            )
+        },
+        (f"bad.yaml:11: spec.auth.password: {SECRET}",),
+    ),
+    Case(
+        "secret-escaped-reference-is-a-literal",
+        {
+            "bad.yaml": connection(
+                "  api: era\n  url: sandbox\n  auth: {domain: d, login: l, password: '$${ERA_PASSWORD}'}\n"
+            )
+        },
+        (f"bad.yaml:8: spec.auth.password: {SECRET}",),
+    ),
+    Case(
+        "secret-with-text-around-a-reference",
+        {
+            "bad.yaml": connection(
+                "  api: era\n  url: sandbox\n  auth: {domain: d, login: l, password: 'pre-${P}'}\n"
+            )
+        },
+        (f"bad.yaml:8: spec.auth.password: {SECRET}",),
+        env={"P": "x"},
+    ),
+    # ── connections and references ─────────────────────────────────────────────────────
+    Case(
+        "unknown-connection",
+        {"bad.yaml": roleapp("  connection: era-mian\n  folder: f\n")},
+        ("bad.yaml:6: spec.connection: unknown connection 'era-mian'",),
+    ),
+    Case(
+        "roleapp-on-a-vcda-connection",
+        {"bad.yaml": roleapp("  connection: vcda-main\n  folder: f\n")},
+        (
+            "bad.yaml:6: spec.connection: connection 'vcda-main' has api vcda; a RoleApp needs api era",
+        ),
+    ),
+    Case(
+        "two-era-connections-and-no-connection",
+        {
+            "bad.yaml": connection("  api: era\n  url: sandbox\n", name="era-two")
+            + "---\n"
+            + roleapp("  folder: f\n")
+        },
+        (
+            "bad.yaml:13: spec.connection: required: several era connections exist (era-main, era-two)",
+        ),
+    ),
+    Case(
+        "roleapp-with-no-era-connection",
+        {"bad.yaml": roleapp("  folder: f\n")},
+        ("bad.yaml:5: spec: a RoleApp needs a Connection with api: era; none is declared",),
+        connections=False,
+    ),
+    Case(
+        "url-neither-http-nor-sandbox",
+        {
+            "bad.yaml": connection(
+                "  api: era\n  url: ftp://era.example\n  auth: {domain: d, login: l, password: '${P}'}\n"
+            )
+        },
+        ("bad.yaml:7: spec.url: must be an http:// or https:// URL, or sandbox",),
+    ),
+    Case(
+        "auth-missing-for-a-real-url",
+        {"bad.yaml": connection("  api: era\n  url: https://era.example\n")},
+        ("bad.yaml:5: spec.auth: required unless url is sandbox",),
+    ),
+    Case(
+        "auth-missing-a-key",
+        {
+            "bad.yaml": connection(
+                "  api: era\n  url: https://era.example\n  auth: {login: l, password: '${P}'}\n"
+            )
+        },
+        ("bad.yaml:8: spec.auth.domain: required",),
+    ),
+    Case(
+        "auth-key-of-another-api",
+        {
+            "bad.yaml": connection(
+                "  api: element\n  url: sandbox\n  auth:\n    clientId: c\n"
+                "    clientSecret: ${S}\n    login: l\n"
+            )
+        },
+        ("bad.yaml:11: spec.auth.login: unknown key",),
+    ),
+    Case(
+        "commvault-auth-neither-password-nor-token",
+        {
+            "bad.yaml": connection(
+                "  api: commvault\n  url: https://cv.example\n  auth: {username: u}\n"
+            )
+        },
+        ("bad.yaml:8: spec.auth: needs username and password, or token",),
+    ),
+    Case(
+        "tls-caFile-missing",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  tls: {caFile: certs/ca.pem}\n")},
+        ("bad.yaml:8: spec.tls.caFile: certs/ca.pem does not exist (relative to bad.yaml)",),
+    ),
+    # ── sources ────────────────────────────────────────────────────────────────────────
+    Case(
+        "source-with-two-keys",
+        {
+            "bad.yaml": policy(
+                "  maxAge: 1d\n  source:\n    vcdaAppliance: {password: '${P}'}\n"
+                "    elementApplication: {applicationId: 3fa85f64-5717-4562-b3fc-2c963f66afa6}\n"
+            )
+        },
+        (
+            "bad.yaml:7: spec.source: "
+            "needs exactly one of elementApplication, vcdaAppliance, commvaultDynamoDB",
+        ),
+    ),
+    Case(
+        "source-empty",
+        {"bad.yaml": policy("  maxAge: 1d\n  source: {}\n")},
+        (
+            "bad.yaml:7: spec.source: "
+            "needs exactly one of elementApplication, vcdaAppliance, commvaultDynamoDB",
+        ),
+    ),
+    Case(
+        "source-unknown-key",
+        {"bad.yaml": policy("  maxAge: 1d\n  source:\n    s3Bucket: {name: b}\n")},
+        ("bad.yaml:8: spec.source.s3Bucket: unknown key",),
+    ),
+    Case(
+        "element-application-id-not-a-uuid",
+        {
+            "bad.yaml": policy(
+                "  maxAge: 1d\n  source:\n    elementApplication: {applicationId: crm}\n"
+            )
+        },
+        (
+            "bad.yaml:8: spec.source.elementApplication.applicationId: "
+            "must be a UUID such as 68f99ca9-016c-d352-e02f-50e54938780c",
+        ),
+    ),
+    Case(
+        "commvault-backup-level-unknown",
+        {
+            "bad.yaml": policy(
+                "  maxAge: 1d\n  source:\n    commvaultDynamoDB:\n      clientName: aws\n"
+                "      instanceName: DynamoDB\n      subclientId: 1\n      backupLevel: weekly\n"
+            )
+        },
+        (
+            "bad.yaml:12: spec.source.commvaultDynamoDB.backupLevel: "
+            "must be one of FULL, INCREMENTAL, DIFFERENTIAL, SYNTHETIC_FULL",
+        ),
+    ),
+    # ── roleapp fields ─────────────────────────────────────────────────────────────────
+    Case(
+        "attachment_info-set-by-the-user",
+        {
+            "bad.yaml": roleapp(
+                "  folder: f\n  opts: {recv_timeout: 30, attachment_info: {hasha: x}}\n"
+            )
+        },
+        ("bad.yaml:7: spec.opts.attachment_info: owned by the server; remove it",),
+    ),
+    Case(
+        "ignoreFields-unknown-field",
+        {
+            "bad.yaml": roleapp(
+                "  folder: f\n  lifecycle:\n    ignoreFields: [opts.comment, titel]\n"
+            )
+        },
+        (
+            "bad.yaml:8: spec.lifecycle.ignoreFields[1]: unknown field 'titel' "
+            "(one of folder, title, roles, svcscriptcode, opts, or opts.<key>)",
+        ),
+    ),
+    Case(
+        "archive-missing",
+        {"bad.yaml": roleapp("  folder: f\n  archive: apps/missing.zip\n")},
+        ("bad.yaml:7: spec.archive: apps/missing.zip does not exist (relative to bad.yaml)",),
+    ),
+    Case(
+        "archive-not-a-zip",
+        {"bad.yaml": roleapp("  folder: f\n  archive: app.tar.gz\n"), "app.tar.gz": b"\x1f\x8b"},
+        ("bad.yaml:7: spec.archive: must be a .zip file or a directory",),
+    ),
+    Case(
+        "archive-relative-to-the-manifest-not-the-cwd",
+        {"team/bad.yaml": roleapp("  folder: f\n  archive: app.zip\n"), "app.zip": b"PK"},
+        ("team/bad.yaml:7: spec.archive: app.zip does not exist (relative to team/bad.yaml)",),
+    ),
+    # ── environment variables ──────────────────────────────────────────────────────────
+    Case(
+        "unset-variable-in-a-plain-field",
+        {"bad.yaml": roleapp("  folder: ${APP_FOLDER}\n")},
+        ("bad.yaml:6: spec.folder: environment variable APP_FOLDER is not set",),
+    ),
+    Case(
+        "unset-variable-inside-text",
+        {"bad.yaml": roleapp("  folder: f\n  title: Chat for ${TEAM}\n")},
+        ("bad.yaml:7: spec.title: environment variable TEAM is not set",),
+    ),
+    Case(
+        "unset-variable-in-a-connection-url",
+        {"bad.yaml": connection("  api: era\n  url: ${ERA_URL}\n")},
+        ("bad.yaml:7: spec.url: environment variable ERA_URL is not set",),
+    ),
+    # ── YAML and files ─────────────────────────────────────────────────────────────────
+    Case(
+        "yaml-bad-indentation",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata:\n  name: a\n   x: 1\n"},
+        ("bad.yaml:5: invalid YAML: mapping values are not allowed in this context",),
+    ),
+    Case(
+        "yaml-tab-indentation",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: RoleApp\nmetadata:\n\tname: a\n"},
+        ("bad.yaml:4: invalid YAML: found character that cannot start any token",),
+    ),
+    Case(
+        "yaml-duplicate-key",
+        {"bad.yaml": roleapp("  folder: f\n  title: t\n  folder: g\n")},
+        ("bad.yaml:8: spec.folder: duplicate key",),
+    ),
+    Case(
+        "document-a-list",
+        {"bad.yaml": "- apiVersion: converge/v1\n- kind: RoleApp\n"},
+        ("bad.yaml:1: a manifest must be a mapping, got a list",),
+    ),
+    Case(
+        "document-a-scalar",
+        {"bad.yaml": roleapp("  folder: f\n") + "---\njust some text\n"},
+        ("bad.yaml:8: a manifest must be a mapping, got a string",),
+    ),
+    Case(
+        "binary-garbage",
+        {"bad.yaml": b"apiVersion: converge/v1\n\x00\x01\x02\xff\xfe"},
+        ("bad.yaml:2: cannot read: not UTF-8 text",),
+    ),
+    Case(
+        "nul-byte",
+        {"bad.yaml": b"apiVersion: converge/v1\nkind: Role\x00App\n"},
+        ("bad.yaml:2: cannot read: binary data (NUL byte)",),
+    ),
+    Case(
+        "empty-directory",
+        {},
+        ("empty: no *.yaml or *.yml manifests found",),
+        args=("empty",),
+        connections=False,
+        setup=lambda root, _: (root / "empty").mkdir(),
+    ),
+    Case(
+        "path-that-does-not-exist",
+        {},
+        ("nowhere.yaml: no such file or directory",),
+        args=("connections.yaml", "nowhere.yaml"),
+    ),
+    Case(
+        "unreadable-file",
+        {"bad.yaml": roleapp("  folder: f\n")},
+        ("bad.yaml: cannot read: Permission denied",),
+        # We run as root, where chmod 000 changes nothing: refuse the read itself.
+        setup=lambda root, monkeypatch: _refuse_reading(root / "bad.yaml", monkeypatch),
+    ),
+    # ── several problems at once ───────────────────────────────────────────────────────
+    Case(
+        "many-errors-in-one-file-all-printed-sorted",
+        {
+            "bad.yaml": (
+                "apiVersion: converge/v1\nkind: RoleApp\nmetadata:\n  name: Bad_Name\nspec:\n"
+                "  opts: {attachment_info: 1}\n  roles: x\n  foldr: y\n"
+            )
+        },
+        (
+            "bad.yaml:4: metadata.name: must be 1-63 lowercase letters, digits and '-'",
+            "bad.yaml:5: spec.folder: required",
+            "bad.yaml:6: spec.opts.attachment_info: owned by the server; remove it",
+            "bad.yaml:7: spec.roles: must be a list, got a string",
+            "bad.yaml:8: spec.foldr: unknown key",
+        ),
+    ),
+    Case(
+        "errors-across-files-sorted-by-file-then-line",
+        {
+            "z.yaml": roleapp("  folder: f\n  roles: x\n", name="z"),
+            "a.yaml": policy("  maxAge: soon\n" + VCDA_SOURCE),
+            "m/b.yaml": roleapp("  folder: f\n", name="B"),
+            "m/c.yaml": roleapp("  folder: f\n  roles: [a]\n  svcscriptcode: 1\n", name="c"),
+        },
+        (
+            "a.yaml:6: spec.maxAge: must be a duration such as 90s, 15m, 26h or 7d",
+            "m/b.yaml:4: metadata.name: must be 1-63 lowercase letters, digits and '-'",
+            "m/c.yaml:8: spec.svcscriptcode: must be a string, got an integer",
+            "z.yaml:7: spec.roles: must be a list, got a string",
+        ),
+    ),
+    Case(
+        "errors-in-three-documents-sorted-by-line-as-numbers",
+        {"bad.yaml": "---\n".join(roleapp("  roles: x\n", name=f"a{i}") for i in range(3))},
+        (
+            "bad.yaml:5: spec.folder: required",
+            "bad.yaml:6: spec.roles: must be a list, got a string",
+            "bad.yaml:12: spec.folder: required",
+            "bad.yaml:13: spec.roles: must be a list, got a string",
+            "bad.yaml:19: spec.folder: required",
+            "bad.yaml:20: spec.roles: must be a list, got a string",
+        ),
+    ),
+]
+
+
+def _refuse_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read_bytes = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self.resolve() == path.resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+
+
+LINE = re.compile(r"^(?P<file>[^:]+)(?::(?P<line>\d+))?: .+")
+
+
+def _assert_reported(outcome: Outcome, expected: tuple[str, ...]) -> None:
+    assert "Traceback" not in outcome.stdout + outcome.stderr
+    assert outcome.errors == list(expected), outcome.stderr
+    assert outcome.exit_code == 1
+    assert outcome.stdout == ""
+    # Sorted by file, then by line as a number (so line 9 comes before line 10).
+    where = []
+    for line in outcome.errors:
+        match = LINE.match(line)
+        assert match, line
+        where.append((match["file"], int(match["line"] or 0)))
+    assert where == sorted(where)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_manifest(case: Case, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if case.connections:
+        write_files(workdir, {"connections.yaml": CONNECTIONS})
+    write_files(workdir, case.files)
+    if case.setup:
+        case.setup(workdir, monkeypatch)
+    _assert_reported(run_cli(*case.args, env=case.env), case.expected)
+
+
+def test_case_ids_are_unique() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+    assert len(ids) >= 30
+
+
+# In a real process, through the console script: what a terminal or a CI log would show.
+PROCESS_CASES = [
+    "yaml-bad-indentation",
+    "binary-garbage",
+    "literal-password",
+    "many-errors-in-one-file-all-printed-sorted",
+    "errors-across-files-sorted-by-file-then-line",
+    "path-that-does-not-exist",
+]
+
+
+@pytest.mark.parametrize("case_id", PROCESS_CASES)
+def test_bad_manifest_in_a_real_process(case_id: str, workdir: Path) -> None:
+    (case,) = [c for c in CASES if c.id == case_id]
+    assert case.setup is None
+    if case.connections:
+        write_files(workdir, {"connections.yaml": CONNECTIONS})
+    write_files(workdir, case.files)
+    _assert_reported(run_process(*case.args, cwd=workdir, env=case.env), case.expected)
