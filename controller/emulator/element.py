@@ -19,19 +19,15 @@ Control actions beyond the shared ones (``backup_apis``): ``seed_application``
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
 import hmac
-import json
 import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from controller.emulator import backup_apis, core
+from controller.emulator import backup_apis, core, element_tokens
 from controller.emulator.backup_apis import check_keys, flag, number, text
 from controller.emulator.backup_jobs import Lifecycle, Phase, seeded
 from controller.emulator.storage import Storage
@@ -66,17 +62,6 @@ _FLAGS = {
     "include-collaboration-registration-data": "include_collaboration_registration_data",
 }
 
-# Not a secret: it only makes the emulator's tokens look and verify like signed JWTs.
-_SIGNING_KEY = hashlib.sha256(b"converge-emulator:element").digest()
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64url(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
 
 class ElementApi(backup_apis.BackupEmulator):
     """The element console: ``POST /console/sys/token`` and ``/console/api/v2/applications``."""
@@ -98,8 +83,12 @@ class ElementApi(backup_apis.BackupEmulator):
         clock: Callable[[], float] = time.time,
         client_id: str = "converge",
         client_secret: str = "sandbox-element-secret",
+        auto_create: bool = False,
     ) -> None:
+        """``auto_create``: an unknown application id is taken as an existing application
+        (the sandbox, where nobody seeds); tests keep the default and seed instead."""
         super().__init__(storage, clock=clock)
+        self._auto_create = auto_create
         self._client_id = client_id
         self._client_secret = client_secret
 
@@ -157,7 +146,9 @@ class ElementApi(backup_apis.BackupEmulator):
     # --- authentication -------------------------------------------------------------------
 
     def _issue_token(self, request: core.EmuRequest) -> core.EmuResponse:
-        client_id, secret = _basic_credentials(request.headers.get("Authorization", ""))
+        client_id, secret = element_tokens.basic_credentials(
+            request.headers.get("Authorization", "")
+        )
         if not (
             hmac.compare_digest(client_id.encode(), self._client_id.encode())
             and hmac.compare_digest(secret.encode(), self._client_secret.encode())
@@ -170,21 +161,17 @@ class ElementApi(backup_apis.BackupEmulator):
             raise core.BadRequest("grant_type must be client_credentials")
         now = self.now()
         jti = self.new_uuid("token")
-        claims = {
-            "iss": "converge-emulator/element",
-            "sub": client_id,
-            "aud": "console",
-            "iat": int(now),
-            "exp": int(now + self.session_seconds),
-            "jti": jti,
-        }
-        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        signature = _b64url(
-            hmac.new(_SIGNING_KEY, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        token = element_tokens.sign(
+            {
+                "iss": "converge-emulator/element",
+                "sub": client_id,
+                "aud": "console",
+                "iat": int(now),
+                "exp": int(now + self.session_seconds),
+                "jti": jti,
+            }
         )
         self.open_session(jti, client=client_id)
-        token = f"{header}.{payload}.{signature}"
         return core.json_response(
             200, {"id_token": token, "token_type": "Bearer", "access_token": "Not implemented"}
         )
@@ -194,7 +181,7 @@ class ElementApi(backup_apis.BackupEmulator):
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return self.error_response(401, "authentication required: send a Bearer id_token")
-        jti = _token_id(token.strip())
+        jti = element_tokens.token_id(token.strip())
         if jti is None:
             if self.variant("malformed_token") == "400":
                 return self._invalid_request("The access token is malformed")
@@ -214,6 +201,8 @@ class ElementApi(backup_apis.BackupEmulator):
 
     def _application(self, app_id: str) -> dict[str, Any]:
         app = self.storage.get(APPLICATIONS, app_id)
+        if app is None and self._auto_create:
+            app = self._seed_application(app_id, name=None, status="Ready")
         if app is None:
             raise core.EmuError(404, f"application {app_id} not found")
         return dict(app)
@@ -388,33 +377,3 @@ class ElementApi(backup_apis.BackupEmulator):
             status_word=None if phase is Phase.SUCCEEDED else status,
         )
         return self._render(record, self.now())
-
-
-def _basic_credentials(header: str) -> tuple[str, str]:
-    """``("", "")`` when the header is not usable Basic auth."""
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return "", ""
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    client_id, _, secret = decoded.partition(":")
-    return client_id, secret
-
-
-def _token_id(token: str) -> str | None:
-    """The ``jti`` of a well-formed token signed by this emulator, else None (malformed)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    header, payload, signature = parts
-    expected = hmac.new(_SIGNING_KEY, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    try:
-        if not hmac.compare_digest(_unb64url(signature), expected):
-            return None
-        claims = json.loads(_unb64url(payload))
-    except (binascii.Error, ValueError):
-        return None
-    jti = claims.get("jti") if isinstance(claims, dict) else None
-    return jti if isinstance(jti, str) else None

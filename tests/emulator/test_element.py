@@ -462,3 +462,10 @@ def test_over_http(tmp_path: Any) -> None:
             assert created.status_code == 201 and created.json()[0]["status"] == "Creating"
             bad = client.get("/console/api/v2/applications/1111", headers=headers)
             assert bad.status_code == 400 and bad.json()["code"] == 3
+
+
+def test_auto_create_takes_any_application_as_existing(clock: Clock) -> None:
+    api = ElementApi(Storage(), clock=clock, auto_create=True)
+    token = login(api)
+    assert call(api, "GET", f"/console/api/v2/applications/{OTHER_APP}", token).status == 200
+    assert call(api, "POST", DUMPS, token, CREATE).status == 201
