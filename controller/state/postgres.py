@@ -111,6 +111,9 @@ class PostgresStore(SqlStore):
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT,
                 fallback_application_name="converge",
+                # No server-side prepared statements: teams often sit behind pgbouncer in
+                # transaction mode, where they break; our few queries gain nothing from them.
+                prepare_threshold=None,
             )
         except psycopg.Error as exc:
             # `from None`: the driver's own exception is not shown, but must not leak either.
