@@ -111,13 +111,14 @@ def _check_document(
         )
         return None
     kind_value = data.get("kind")
-    if kind_value not in Kind._value2member_map_:
+    if not isinstance(kind_value, str) or kind_value not in Kind._value2member_map_:
         known = ", ".join(k.value for k in Kind)
-        message = (
-            "required"
-            if kind_value is None
-            else f"unknown kind {kind_value!r} (expected one of {known})"
-        )
+        if kind_value is None:
+            message = "required"
+        elif isinstance(kind_value, str):
+            message = f"unknown kind {kind_value!r} (expected one of {known})"
+        else:
+            message = f"must be one of {known}, got {_type_name(kind_value)}"
         problems.append(Problem(document.file, document.line_of(("kind",)), "kind", message))
         return None
     kind = Kind(kind_value)
@@ -128,7 +129,7 @@ def _check_document(
             unset_secrets.append(
                 UnsetSecret(
                     kind=kind,
-                    name=str(data.get("metadata", {}).get("name", "")),
+                    name=_name(data),
                     key=dotted(path),
                     variable=variable,
                     source=SourceLocation(document.file, document.line_of(path)),
@@ -231,6 +232,13 @@ def _type_name(value: Any) -> str:
         int: "an integer",
         float: "a number",
     }.get(type(value), type(value).__name__)
+
+
+def _name(data: dict[str, Any]) -> str:
+    """``metadata.name`` of a document not yet known to be valid, or ""."""
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def _has(data: Any, path: KeyPath) -> bool:
@@ -337,8 +345,13 @@ class _CrossChecks:
     def existing_path(self, document: Document, path: KeyPath, value: str | None) -> Path | None:
         if value is None:
             return None
-        resolved = (document.path.parent / value).resolve()
-        if not resolved.exists():
+        try:
+            resolved = (document.path.parent / value).resolve()
+            exists = resolved.exists()
+        except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, name too long, loop
+            self.problem(document, path, f"not a usable path: {_path_error(exc)}")
+            return None
+        if not exists:
             self.problem(document, path, f"{value} does not exist (relative to {document.file})")
             return None
         return resolved
@@ -508,10 +521,18 @@ def _source(key: str, source: dict[str, Any]) -> Any:
     )
 
 
+def _path_error(exc: Exception) -> str:
+    if isinstance(exc, RuntimeError):  # Path.resolve() on Python 3.11; its text holds the path
+        return "symbolic link loop"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 def _valid_timezone(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a dir
         return False
     return True
 

@@ -601,6 +601,47 @@ CASES = [
         # We run as root, where chmod 000 changes nothing: refuse the read itself.
         setup=lambda root, monkeypatch: _refuse_reading(root / "bad.yaml", monkeypatch),
     ),
+    # ── odd values that once escaped as internal errors ───────────────────────────────
+    Case(
+        "kind-a-list",
+        {"bad.yaml": "apiVersion: converge/v1\nkind: [RoleApp]\nmetadata: {name: a}\n"},
+        ("bad.yaml:2: kind: must be one of Connection, RoleApp, BackupPolicy, got a list",),
+    ),
+    Case(
+        "metadata-null-beside-an-unset-secret",
+        {
+            "bad.yaml": "apiVersion: converge/v1\nkind: Connection\nmetadata:\nspec:\n"
+            "  api: era\n  url: https://era.example\n"
+            "  auth: {domain: d, login: l, password: '${ERA_PASSWORD}'}\n"
+        },
+        ("bad.yaml:3: metadata: must be a mapping, got null",),
+    ),
+    Case(
+        "archive-with-a-nul-character",
+        {"bad.yaml": roleapp('  folder: f\n  archive: "app\\0.zip"\n')},
+        ("bad.yaml:7: spec.archive: not a usable path: embedded null byte",),
+    ),
+    Case(
+        "archive-name-too-long",
+        {"bad.yaml": roleapp(f"  folder: f\n  archive: {'a' * 300}.zip\n")},
+        ("bad.yaml:7: spec.archive: not a usable path: File name too long",),
+    ),
+    Case(
+        "archive-a-symlink-loop",
+        {"bad.yaml": roleapp("  folder: f\n  archive: loop\n")},
+        ("bad.yaml:7: spec.archive: not a usable path: symbolic link loop",),
+        setup=lambda root, _: _symlink_loop(root / "loop"),
+    ),
+    Case(
+        "timezone-a-directory-of-zones",
+        {"bad.yaml": policy("  maxAge: 1d\n  timezone: Europe\n" + VCDA_SOURCE)},
+        ("bad.yaml:7: spec.timezone: unknown IANA timezone 'Europe'",),
+    ),
+    Case(
+        "timezone-name-too-long",
+        {"bad.yaml": policy(f"  maxAge: 1d\n  timezone: {'a' * 300}\n" + VCDA_SOURCE)},
+        (f"bad.yaml:7: spec.timezone: unknown IANA timezone '{'a' * 300}'",),
+    ),
     # ── several problems at once ───────────────────────────────────────────────────────
     Case(
         "many-errors-in-one-file-all-printed-sorted",
@@ -646,6 +687,11 @@ CASES = [
         ),
     ),
 ]
+
+
+def _symlink_loop(path: Path) -> None:
+    path.symlink_to(path.with_name("loop-back"))
+    path.with_name("loop-back").symlink_to(path)
 
 
 def _refuse_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
