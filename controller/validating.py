@@ -177,8 +177,13 @@ def _schema_problems(document: Document, error: jsonschema.ValidationError) -> l
         known = set(schema.get("properties", {}))
         return [at((*path, key), "unknown key") for key in error.instance if key not in known]
     if validator == "not" and "attachment_info" in json.dumps(error.validator_value):
+        if not isinstance(error.instance, dict):
+            return []  # `required` holds vacuously for a non-mapping; its type error says why
         return [at((*path, "attachment_info"), "owned by the server; remove it")]
-    message = schema.get("x-message") or _message(error)
+    # A mapping's or list's x-message speaks of its content ("needs exactly one of ..."):
+    # when the value is not even a mapping or a list, say that instead.
+    structural = validator == "type" and error.validator_value in ("object", "array")
+    message = (not structural and schema.get("x-message")) or _message(error)
     return [at(path, message)]
 
 

@@ -147,6 +147,26 @@ CASES = [
         ("bad.yaml:7: spec.timezone: must be a string, got an integer",),
     ),
     Case(
+        "opts-a-list",
+        {"bad.yaml": roleapp("  folder: f\n  opts: [1]\n")},
+        ("bad.yaml:7: spec.opts: must be a mapping, got a list",),
+    ),
+    Case(
+        "opts-a-string",
+        {"bad.yaml": roleapp("  folder: f\n  opts: visible\n")},
+        ("bad.yaml:7: spec.opts: must be a mapping, got a string",),
+    ),
+    Case(
+        "source-a-string",
+        {"bad.yaml": policy("  maxAge: 1d\n  source: vcdaAppliance\n")},
+        ("bad.yaml:7: spec.source: must be a mapping, got a string",),
+    ),
+    Case(
+        "commvault-auth-a-string",
+        {"bad.yaml": connection("  api: commvault\n  url: https://cv.example\n  auth: token\n")},
+        ("bad.yaml:8: spec.auth: must be a mapping, got a string",),
+    ),
+    Case(
         "id-not-a-uuid",
         {"bad.yaml": roleapp("  folder: f\n  id: 123\n")},
         ("bad.yaml:7: spec.id: must be a UUID such as 68f99ca9-016c-d352-e02f-50e54938780c",),
