@@ -145,8 +145,10 @@ def _check_document(
                 )
             )
     for error in _validator(kind).iter_errors(data):
-        if tuple(error.absolute_path) in document.unset and error.validator == "minLength":
-            continue  # an unset secret: already recorded above, needed only when used
+        if tuple(error.absolute_path) in document.unset:
+            # The value is a stand-in for an unset variable, already reported above (or, for
+            # a secret, needed only when used): its shape says nothing about the user's file.
+            continue
         problems.extend(_schema_problems(document, error))
     for path in secret_paths:
         if _has(data, path) and path not in document.from_env:

@@ -564,6 +564,16 @@ CASES = [
         {"bad.yaml": connection("  api: era\n  url: ${ERA_URL}\n")},
         ("bad.yaml:7: spec.url: environment variable ERA_URL is not set",),
     ),
+    Case(
+        "unset-variable-in-an-integer-field",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  concurrency: ${ERA_CONCURRENCY}\n")},
+        ("bad.yaml:8: spec.concurrency: environment variable ERA_CONCURRENCY is not set",),
+    ),
+    Case(
+        "unset-variable-in-a-uuid-field",
+        {"bad.yaml": roleapp("  folder: f\n  id: ${APP_ID}\n")},
+        ("bad.yaml:7: spec.id: environment variable APP_ID is not set",),
+    ),
     # ── YAML and files ─────────────────────────────────────────────────────────────────
     Case(
         "yaml-bad-indentation",
