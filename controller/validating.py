@@ -449,17 +449,18 @@ class _CrossChecks:
             ((source_key, source),) = spec["source"].items()
             api = SOURCE_APIS[source_key]
             name = spec.get("connection")
+            connection: str | None = None
             if name is not None and name in connections and connections[name].api != api:
                 self.problem(
                     document,
                     ("spec", "source", source_key),
-                    f"{source_key} needs an {api} connection; "
+                    f"{source_key} needs a connection with api {api}; "
                     f"{name!r} has api {connections[name].api}",
                 )
-                continue
-            connection = self.resolve_connection(
-                document, api, connections, what=f"a {source_key} policy"
-            )
+            else:
+                connection = self.resolve_connection(
+                    document, api, connections, what=f"a {source_key} policy"
+                )
             if "schedule" not in spec and "maxAge" not in spec:
                 self.problem(document, ("spec",), "needs schedule, maxAge or both")
             if "retention" in spec and api == Api.COMMVAULT:

@@ -389,6 +389,24 @@ CASES = [
         ("bad.yaml:6: spec.connection: unknown connection 'era-mian'",),
     ),
     Case(
+        "wrong-api-for-the-source",
+        {"bad.yaml": policy("  connection: era-main\n  maxAge: 1d\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:9: spec.source.vcdaAppliance: "
+            "vcdaAppliance needs a connection with api vcda; 'era-main' has api era",
+        ),
+    ),
+    Case(
+        "wrong-api-for-the-source-and-more",
+        {"bad.yaml": policy("  connection: era-main\n  timezone: Moscow\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:5: spec: needs schedule, maxAge or both",
+            "bad.yaml:7: spec.timezone: unknown IANA timezone 'Moscow'",
+            "bad.yaml:9: spec.source.vcdaAppliance: "
+            "vcdaAppliance needs a connection with api vcda; 'era-main' has api era",
+        ),
+    ),
+    Case(
         "roleapp-on-a-vcda-connection",
         {"bad.yaml": roleapp("  connection: vcda-main\n  folder: f\n")},
         (
