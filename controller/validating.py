@@ -472,7 +472,7 @@ class _CrossChecks:
             timezone = spec.get("timezone", "UTC")
             if not _valid_timezone(timezone):
                 self.problem(document, ("spec", "timezone"), f"unknown IANA timezone {timezone!r}")
-            if "schedule" in spec and not policies.is_valid_schedule(spec["schedule"]):
+            if "schedule" in spec and not _valid_schedule(spec["schedule"]):
                 self.problem(
                     document,
                     ("spec", "schedule"),
@@ -535,6 +535,15 @@ def _path_error(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+def _valid_schedule(expression: str) -> bool:
+    # croniter also takes a 6th (seconds, last) and a 7th (year) field, so a Quartz-style
+    # "0 0 2 * * *" (seconds first: 02:00 daily) would quietly mean 00:00 on the 2nd of
+    # each month. manifests.md promises five fields.
+    if not expression.startswith("@") and len(expression.split()) != 5:
+        return False
+    return policies.is_valid_schedule(expression)
 
 
 def _valid_timezone(name: str) -> bool:

@@ -257,6 +257,14 @@ CASES = [
         ),
     ),
     Case(
+        "cron-with-seconds",
+        {"bad.yaml": policy("  schedule: 0 0 2 * * *\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:6: spec.schedule: invalid cron expression '0 0 2 * * *' "
+            "(minute hour day month weekday)",
+        ),
+    ),
+    Case(
         "timezone-unknown",
         {"bad.yaml": policy("  maxAge: 1d\n  timezone: Mars/Olympus\n" + VCDA_SOURCE)},
         ("bad.yaml:7: spec.timezone: unknown IANA timezone 'Mars/Olympus'",),
