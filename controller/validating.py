@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -421,8 +422,15 @@ class _CrossChecks:
                         f"(one of {', '.join(ROLEAPP_FIELDS)}, or opts.<key>)",
                     )
             archive = self.existing_path(document, ("spec", "archive"), spec.get("archive"))
-            if archive is not None and archive.is_file() and archive.suffix.lower() != ".zip":
-                self.problem(document, ("spec", "archive"), "must be a .zip file or a directory")
+            if archive is not None and archive.is_file():
+                if archive.suffix.lower() != ".zip":
+                    self.problem(
+                        document, ("spec", "archive"), "must be a .zip file or a directory"
+                    )
+                elif not zipfile.is_zipfile(archive):  # else apply would upload it to Era as is
+                    self.problem(
+                        document, ("spec", "archive"), f"{spec['archive']} is not a zip archive"
+                    )
             result.append(
                 RoleApp(
                     name=metadata["name"],

@@ -570,6 +570,11 @@ CASES = [
         ("bad.yaml:7: spec.archive: must be a .zip file or a directory",),
     ),
     Case(
+        "archive-a-zip-name-on-something-else",
+        {"bad.yaml": roleapp("  folder: f\n  archive: app.zip\n"), "app.zip": "<html></html>\n"},
+        ("bad.yaml:7: spec.archive: app.zip is not a zip archive",),
+    ),
+    Case(
         "archive-relative-to-the-manifest-not-the-cwd",
         {"team/bad.yaml": roleapp("  folder: f\n  archive: app.zip\n"), "app.zip": b"PK"},
         ("team/bad.yaml:7: spec.archive: app.zip does not exist (relative to team/bad.yaml)",),
