@@ -31,7 +31,7 @@ def build_apis(
     clock: Callable[[], float] = time.time,
 ) -> list[EmulatedApi]:
     """The four emulated APIs; persisted as ``<data_dir>/<mount>.db``, in memory when None."""
-    from controller.emulator import element, era, vcda
+    from controller.emulator import commvault, element, era, vcda
     from controller.emulator.storage import Storage
 
     def storage(name: str) -> Storage:
@@ -41,6 +41,7 @@ def build_apis(
         era.EraApi(storage("era"), clock=clock, page_cap=page_cap),
         element.ElementApi(storage("element"), clock=clock),
         vcda.VcdaApi(storage("vcda"), clock=clock),
+        commvault.CommvaultApi(storage("commvault"), clock=clock),
     ]
 
 
