@@ -27,6 +27,11 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
 SUFFIXES = (".yaml", ".yml")
+# Real manifests nest a handful of levels. Past these bounds a file is an accident or an
+# attack: libyaml's composer recurses in C (100,000 nested "[" kill the process), a
+# self-referencing alias never ends, and ten nested aliases of ten expand to 10^10 values.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
 KeyPath = tuple[str | int, ...]
 
 # ${NAME} or ${NAME:-default}; "$${" escapes a literal "${".
@@ -134,11 +139,16 @@ def load_file(path: Path, *, environ: Mapping[str, str]) -> tuple[list[Document]
     documents: list[Document] = []
     problems: list[Problem] = []
     try:
+        _check_depth(text)
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
                 continue
             builder = _Builder(shown, environ)
-            data = builder.build(node, ())
+            try:
+                data = builder.build(node, ())
+            except _TooLarge as exc:
+                problems.append(Problem(shown, exc.line, "", exc.message))
+                continue
             if data is None:  # an empty document (`---` alone): nothing declared
                 continue
             problems.extend(builder.problems)
@@ -154,12 +164,42 @@ def load_file(path: Path, *, environ: Mapping[str, str]) -> tuple[list[Document]
                     unset=builder.unset,
                 )
             )
+    except _TooLarge as exc:
+        problems.append(Problem(shown, exc.line, "", exc.message))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 0
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         problems.append(Problem(shown, line, "", f"invalid YAML: {reason}"))
     return documents, problems
+
+
+class _TooLarge(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _check_depth(text: str) -> None:
+    """Raise _TooLarge before composing a tree deeper than MAX_DEPTH.
+
+    Why events: the parser is a loop, the composer a recursion (in C, past Python's guard).
+    A syntax error is left for the composer to report, with the documents before it.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _TooLarge(
+                        event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return
 
 
 class _Builder:
@@ -172,8 +212,18 @@ class _Builder:
         self.from_env: set[KeyPath] = set()
         self.unset: dict[KeyPath, str] = {}
         self.problems: list[Problem] = []
+        self.values = 0
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        # Aliases make the tree a graph: bound what walking it may cost.
+        self.values += 1
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(node.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+        if self.values > MAX_VALUES:
+            raise _TooLarge(
+                node.start_mark.line + 1,
+                f"more than {MAX_VALUES} values once aliases are expanded",
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

@@ -703,6 +703,36 @@ CASES = [
         {"bad.yaml": policy(f"  maxAge: 1d\n  timezone: {'a' * 300}\n" + VCDA_SOURCE)},
         (f"bad.yaml:7: spec.timezone: unknown IANA timezone '{'a' * 300}'",),
     ),
+    Case(
+        "nested-very-deeply",  # libyaml's composer recurses in C: this once killed Python
+        {"bad.yaml": roleapp("  folder: f\n  opts: " + "[" * 100_000 + "]" * 100_000 + "\n")},
+        ("bad.yaml:7: nested deeper than 64 levels",),
+    ),
+    Case(
+        "nested-deeper-than-the-limit",
+        {
+            "bad.yaml": roleapp(
+                "  folder: f\n  opts:\n"
+                + "".join(f"{'  ' * (i + 2)}k{i}:\n" for i in range(70))
+                + "x\n"
+            )
+        },
+        ("bad.yaml:70: nested deeper than 64 levels",),
+    ),
+    Case(
+        "alias-of-itself",
+        {"bad.yaml": roleapp("  folder: f\n  opts: &loop {again: *loop}\n")},
+        ("bad.yaml:7: nested deeper than 64 levels",),
+    ),
+    Case(
+        "alias-bomb",
+        {
+            "bad.yaml": "".join(
+                f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'x'] * 10)}]\n" for i in range(9)
+            )
+        },
+        ("bad.yaml:1: more than 100000 values once aliases are expanded",),
+    ),
     # ── several problems at once ───────────────────────────────────────────────────────
     Case(
         "many-errors-in-one-file-all-printed-sorted",
@@ -801,6 +831,7 @@ def test_case_ids_are_unique() -> None:
 
 # In a real process, through the console script: what a terminal or a CI log would show.
 PROCESS_CASES = [
+    "nested-very-deeply",
     "yaml-bad-indentation",
     "binary-garbage",
     "literal-password",
