@@ -159,11 +159,12 @@ def _seed_for(policy: BackupPolicy) -> tuple[str | None, dict[str, Any]]:
     if isinstance(source, ElementApplicationSource):
         return f"{Api.ELEMENT}/seed_application", {"id": source.application_id, "name": policy.name}
     if isinstance(source, CommvaultDynamoDBSource):
+        # The control plane speaks snake_case (commvault_jobs.subclient_record).
         return f"{Api.COMMVAULT}/seed_subclient", {
-            "clientName": source.client_name,
-            "instanceName": source.instance_name,
-            "backupsetName": source.backupset_name,
-            "subclientName": source.subclient_name or policy.name,
-            "subclientId": source.subclient_id,
+            "client_name": source.client_name,
+            "instance_name": source.instance_name,
+            "backupset_name": source.backupset_name,
+            "subclient_name": source.subclient_name or policy.name,
+            "subclient_id": source.subclient_id,
         }
     return None, {}
