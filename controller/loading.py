@@ -81,20 +81,33 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(
+            matched = sorted(
                 p
                 for p in path.rglob("*")
-                if p.suffix in SUFFIXES and p.is_file() and not _hidden(p, path)
+                if p.suffix in SUFFIXES and not p.is_dir() and not _hidden(p, path)
             )
-            if not found:
+            if not matched:
                 problems.append(Problem(str(given), 0, "", "no *.yaml or *.yml manifests found"))
-            files.extend(found)
+            for p in matched:
+                # Why not skip the rest: a manifest left out looks deleted, and is pruned.
+                if p.is_file():
+                    files.append(p)
+                else:
+                    problems.append(_not_a_file(display_name(p.absolute()), p))
         elif path.is_file():
             files.append(path)
+        elif path.exists() or path.is_symlink():
+            problems.append(_not_a_file(str(given), path))
         else:
             problems.append(Problem(str(given), 0, "", "no such file or directory"))
     unique = list(dict.fromkeys(p.resolve() for p in files))
     return unique, problems
+
+
+def _not_a_file(shown: str, path: Path) -> Problem:
+    broken = path.is_symlink() and not path.exists()
+    reason = "broken symbolic link" if broken else "not a regular file"  # a FIFO would block
+    return Problem(shown, 0, "", f"cannot read: {reason}")
 
 
 def _hidden(path: Path, root: Path) -> bool:

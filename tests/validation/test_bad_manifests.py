@@ -9,6 +9,7 @@ and key. The helpers below put ``spec:`` on line 5, so a case's first spec line 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -656,6 +657,32 @@ CASES = [
         args=("connections.yaml", "nowhere.yaml"),
     ),
     Case(
+        "broken-symlink-in-a-folder",  # skipped silently, its objects would look deleted
+        {"app.yaml": roleapp("  folder: f\n")},
+        ("team/gone.yaml: cannot read: broken symbolic link",),
+        setup=lambda root, _: _broken_symlink(root / "team" / "gone.yaml"),
+    ),
+    Case(
+        "broken-symlink-given",
+        {},
+        ("gone.yaml: cannot read: broken symbolic link",),
+        args=("connections.yaml", "gone.yaml"),
+        setup=lambda root, _: _broken_symlink(root / "gone.yaml"),
+    ),
+    Case(
+        "fifo-in-a-folder",
+        {"app.yaml": roleapp("  folder: f\n")},
+        ("pipe.yaml: cannot read: not a regular file",),
+        setup=lambda root, _: os.mkfifo(root / "pipe.yaml"),
+    ),
+    Case(
+        "fifo-given",
+        {},
+        ("pipe.yml: cannot read: not a regular file",),
+        args=("connections.yaml", "pipe.yml"),
+        setup=lambda root, _: os.mkfifo(root / "pipe.yml"),
+    ),
+    Case(
         "unreadable-file",
         {"bad.yaml": roleapp("  folder: f\n")},
         ("bad.yaml: cannot read: Permission denied",),
@@ -778,6 +805,11 @@ CASES = [
         ),
     ),
 ]
+
+
+def _broken_symlink(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.with_name("renamed.yaml"))
 
 
 def _symlink_loop(path: Path) -> None:
