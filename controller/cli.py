@@ -597,3 +597,51 @@ def state_unlock(ctx_state: Context, state_url: str, state_schema: str | None) -
         ctx_state.echo("Released the lock.")
     else:
         ctx_state.echo("The state was not locked.")
+
+
+# -- drift --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "junit"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to FILE (stdout gets one summary line).",
+)
+@state_options
+@common
+@click.pass_obj
+def drift(
+    state: Context, paths: tuple[str, ...], fmt: str, output: str | None, **options: Any
+) -> None:
+    """Report drift and backup compliance. Writes nothing to any API.
+
+    Every declared roleapp is in_sync, drifted (with each field's live and desired value)
+    or missing; an object converge manages whose manifest is gone is orphaned; live objects
+    converge never managed are listed as unmanaged. Every backup policy shows its state.
+    Exit codes: 0 no drift and every policy compliant (unmanaged objects, running and
+    suspended policies do not count), 2 drift or a non-compliant policy, 1 error.
+    """
+    from controller import drifting  # loaded only for this command
+    from controller.rendering import drift_text
+    from controller.rendering.drift import render_drift
+
+    with orchestrating.Run(_run_options(paths, **options), command="drift") as run:
+        state.secrets |= run.manifests.secret_values()
+        report = drifting.check(run)
+    text = render_drift(report, fmt, color=state.color and output is None)
+    if output:
+        Path(output).write_text(redaction.redact(text, state.secrets), encoding="utf-8")
+        state.echo(f"{drift_text.summary_line(report)} Report ({fmt}) written to {output}.")
+    else:
+        state.echo(text.rstrip("\n"))
+    if not report.clean:
+        sys.exit(2)
