@@ -146,6 +146,8 @@ def _check_document(
                 )
             )
     for error in _validator(kind).iter_errors(data):
+        if _bare_zero_duration(error):
+            continue
         if tuple(error.absolute_path) in document.unset:
             # The value is a stand-in for an unset variable, already reported above (or, for
             # a secret, needed only when used): its shape says nothing about the user's file.
@@ -163,6 +165,17 @@ def _check_document(
                 )
             )
     return kind if len(problems) == before else None
+
+
+def _bare_zero_duration(error: jsonschema.ValidationError) -> bool:
+    """``wait: 0`` ("0: don't wait", manifests.md) is a YAML integer; the schema wants "0"."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return (
+        error.validator == "type"
+        and type(error.instance) is int
+        and error.instance == 0
+        and str(schema.get("pattern", "")).startswith("^(0|")
+    )
 
 
 def _schema_problems(document: Document, error: jsonschema.ValidationError) -> list[Problem]:
