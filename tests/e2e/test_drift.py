@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from controller.state import open_store
 from tests.e2e.conftest import (
     SECRETS,
     Emulator,
@@ -160,8 +161,18 @@ def test_history_output_file_and_back_in_sync(drifted: Workspace, tmp_path: Path
     assert clean.code == 0, clean.output
     assert "No drift" in clean.stdout
     assert "Someone's app" in clean.stdout
-    listed = drifted.run("state", "list", "--format", "json")
-    assert listed.code == 0, listed.output
+
+    store = open_store(f"sqlite:///{drifted.root / '.converge' / 'state.db'}")
+    try:
+        runs = [r for r in store.runs() if r.command == "drift"]
+        assert [r.outcome for r in runs[:2]] == ["in_sync", "drift"]
+        assert runs[1].summary["drifted"] == 1
+        assert store.drift() == []  # nothing open once back in sync
+        closed = {r.key: r for r in store.drift(include_closed=True)}
+        assert closed["RoleApp/era-main/chat-operator"].closed_at is not None
+        assert closed["RoleApp/era-main/chat-operator"].detail == "drifted: roles, title"
+    finally:
+        store.close()
 
 
 def test_drift_scoped_by_target(drifted: Workspace) -> None:
