@@ -314,7 +314,12 @@ def dotted(path: KeyPath) -> str:
     """``("spec", "roles", 0)`` → ``spec.roles[0]``: how keys are named in errors."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part or not part.isprintable():  # a line break must not split an error line
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 

@@ -373,7 +373,8 @@ class _CrossChecks:
             self.problem(document, path, f"not a usable path: {_path_error(exc)}")
             return None
         if not exists:
-            self.problem(document, path, f"{value} does not exist (relative to {document.file})")
+            shown = _printable(value)
+            self.problem(document, path, f"{shown} does not exist (relative to {document.file})")
             return None
         return resolved
 
@@ -441,9 +442,8 @@ class _CrossChecks:
                         document, ("spec", "archive"), "must be a .zip file or a directory"
                     )
                 elif not zipfile.is_zipfile(archive):  # else apply would upload it to Era as is
-                    self.problem(
-                        document, ("spec", "archive"), f"{spec['archive']} is not a zip archive"
-                    )
+                    name = _printable(spec["archive"])
+                    self.problem(document, ("spec", "archive"), f"{name} is not a zip archive")
             result.append(
                 RoleApp(
                     name=metadata["name"],
@@ -548,6 +548,11 @@ def _source(key: str, source: dict[str, Any]) -> Any:
         subclient_name=source.get("subclientName", ""),
         backup_level=source.get("backupLevel", "INCREMENTAL"),
     )
+
+
+def _printable(text: str) -> str:
+    """``text``, quoted when a line break or control character would garble its error line."""
+    return text if text.isprintable() else repr(text)
 
 
 def _path_error(exc: Exception) -> str:

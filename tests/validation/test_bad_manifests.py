@@ -691,6 +691,21 @@ CASES = [
     ),
     # ── odd values that once escaped as internal errors ───────────────────────────────
     Case(
+        "key-with-a-line-break",  # printed raw, it split the error over two lines
+        {"bad.yaml": roleapp('  folder: f\n  "\\r": x\n')},
+        ("bad.yaml:7: spec['\\r']: unknown key",),
+    ),
+    Case(
+        "empty-key",
+        {"bad.yaml": roleapp('  folder: f\n  "": x\n')},
+        ("bad.yaml:7: spec['']: unknown key",),
+    ),
+    Case(
+        "archive-with-a-line-break",
+        {"bad.yaml": roleapp('  folder: f\n  archive: "app\\n.zip"\n')},
+        ("bad.yaml:7: spec.archive: 'app\\n.zip' does not exist (relative to bad.yaml)",),
+    ),
+    Case(
         "kind-a-list",
         {"bad.yaml": "apiVersion: converge/v1\nkind: [RoleApp]\nmetadata: {name: a}\n"},
         ("bad.yaml:2: kind: must be one of Connection, RoleApp, BackupPolicy, got a list",),
