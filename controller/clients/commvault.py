@@ -55,7 +55,10 @@ class CommvaultAuthenticator:
             "deviceId": self._device_id,
             "clientType": 30,
         }
-        response = session.request("POST", "/Login", json=body, authenticated=False, ok=(200,))
+        # idempotent: a lost login answer leaves at most an unused token; log in again.
+        response = session.request(
+            "POST", "/Login", json=body, authenticated=False, ok=(200,), idempotent=True
+        )
         answer = backups.json_of(response)
         answer = answer if isinstance(answer, dict) else {}
         token = answer.get("token")

@@ -54,6 +54,7 @@ class ElementAuthenticator:
             },
             authenticated=False,
             ok=(200,),
+            idempotent=True,  # a lost token answer leaves an unused token: ask again
         )
         body = response.json()
         token = body.get("id_token") if isinstance(body, dict) else None

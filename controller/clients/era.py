@@ -57,7 +57,11 @@ class EraAuthenticator:
             "session_type": "api",
         }
         # 401/403 here become AuthError in the session and are never retried.
-        response = session.request("POST", SESSIONS, json=body, authenticated=False, ok=(200, 201))
+        # idempotent: a lost login answer leaves at most an idle session (the oldest is evicted
+        # past 10), so repeating it is safe; a refusal (401/403) is never repeated all the same.
+        response = session.request(
+            "POST", SESSIONS, json=body, authenticated=False, ok=(200, 201), idempotent=True
+        )
         payload = response.json()
         token = payload.get("session_token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:

@@ -52,7 +52,10 @@ class VcdaAuthenticator:
         }
 
     def login(self, session: HttpSession) -> Mapping[str, str]:
-        response = session.request("POST", "/sessions", json=self._body, authenticated=False)
+        # idempotent: a lost login answer leaves at most an unused session; log in again.
+        response = session.request(
+            "POST", "/sessions", json=self._body, authenticated=False, idempotent=True
+        )
         token = response.headers.get(TOKEN_HEADER, "")
         if not token:
             raise AuthError(
