@@ -264,6 +264,12 @@ class Applier:
         if not self.settings.wait_for_backups or policy.wait <= 0:
             return f"triggered {handle} (not waiting)"
         final = self._follow(policy, handle, started=started)
+        if final.id != handle:
+            # The handle named the work (a vcda task), not the backup it made: close the
+            # trigger's record too, or the state says "running" for ever.
+            self._record_backup(
+                policy, handle, handle=handle, started=started, state=final.state, live=final
+            )
         self._record_backup(
             policy, final.id, handle=handle, started=started, state=final.state, live=final
         )
