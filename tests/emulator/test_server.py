@@ -302,6 +302,7 @@ def test_serve_prints_urls_and_credentials() -> None:
         era_line = next(line for line in lines if line.strip().startswith("era"))
         assert running.url_for("era") in era_line
         assert "password=sandbox-era-pass" in era_line
+        assert set(running.apis) == {"era", "element", "vcda", "commvault"}
         for mount in running.apis:
             assert any(running.url_for(mount) in line for line in lines[1:])
         with httpx.Client(base_url=running.url_for("era")) as client:
