@@ -400,7 +400,7 @@ def test_listing_ten_thousand_in_pages_is_fast(era_api: era.EraApi) -> None:
         assert status == 200
         seen += len(page)
     assert seen == 10_000
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 5.0  # ~0.3 s idle; room for a loaded CI box
 
 
 # --- control ----------------------------------------------------------------------------
