@@ -150,6 +150,9 @@ class Workspace:
         path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
         return path
 
+    def remove_file(self, name: str) -> None:
+        (self.manifests / name).unlink()
+
     def connections(self, *, era_concurrency: int = 8) -> None:
         self.write(
             "connections.yaml",
