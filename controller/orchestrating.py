@@ -21,9 +21,9 @@ from controller import applying, archives, connecting, fetching, planning, polic
 from controller.applying import ApplyReport, ApplySettings, Progress
 from controller.clients.backups import BackupState
 from controller.connecting import Clients
-from controller.errors import ConvergeError, GuardError, StalePlanError
+from controller.errors import ApiError, ConvergeError, GuardError, StalePlanError
 from controller.fetching import LiveState
-from controller.manifests import Api, Kind, Manifests
+from controller.manifests import Api, BackupPolicy, Kind, Manifests
 from controller.plans import Action, ActionKind, Plan, Ref
 from controller.state import open_store
 from controller.state.store import Store
@@ -113,6 +113,7 @@ class Run:
         self._stack = ExitStack()
         self._store: Store | None = None
         self._clients: Clients | None = None
+        self._locked = False  # holding the state lock: this run may write what it learns
 
     def __enter__(self) -> Run:
         return self
@@ -144,6 +145,7 @@ class Run:
         """Hold the state lock until the run ends (LockHeldError after --lock-timeout)."""
         holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} ({self.command})"
         self._stack.enter_context(self.store.lock(holder=holder, timeout=self.options.lock_timeout))
+        self._locked = True
 
     # -- reading --------------------------------------------------------------------------
 
@@ -168,12 +170,7 @@ class Run:
         live = live or self.fetch()
         declared = {c.name for c in self.manifests.connections}
         inventory = [e for e in self.store.inventory() if e.connection in declared]
-        owned = {
-            p.name: {
-                r.backup_id for r in self.store.backups(policy=p.name, connection=p.connection)
-            }
-            for p in self.manifests.policies
-        }
+        owned = {p.name: self._owned_backups(p) for p in self.manifests.policies}
         plan = planning.build_plan(
             roleapps=self.manifests.roleapps,
             live=live.roleapps,
@@ -186,6 +183,41 @@ class Run:
             now=self.now(),
         )
         return self._scoped(plan)
+
+    def _owned_backups(self, policy: BackupPolicy) -> set[str]:
+        """Ids of the backups ``policy`` made, as the state recorded them, for retention.
+
+        Why the polls: a trigger not followed to its end (``--no-wait``, ``wait: 0s``, a
+        wait that ran out) is recorded under its handle only, and for vcda the handle is a
+        task whose backup has another id. Each such record is asked about once more here;
+        what it made is written back when this run holds the lock (apply), so the next run
+        need not ask again. A server that cannot answer now is asked next run.
+        """
+        records = self.store.backups(policy=policy.name, connection=policy.connection)
+        owned = {r.backup_id for r in records}
+        for record in records:
+            if record.state != BackupState.RUNNING:
+                continue
+            try:
+                live = self.clients.backups(policy.connection).poll(policy, record.handle)
+            except ApiError:
+                continue
+            if live.state is BackupState.RUNNING:
+                continue
+            owned.add(live.id)
+            if self._locked:
+                ids = dict.fromkeys((record.backup_id, live.id))
+                for backup_id in ids:
+                    self.store.record_backup(
+                        dataclasses.replace(
+                            record,
+                            backup_id=backup_id,
+                            state=str(live.state),
+                            finished_at=live.finished or self.now(),
+                            message=live.message,
+                        )
+                    )
+        return owned
 
     def _archive_md5s(self) -> dict[str, str]:
         return {
