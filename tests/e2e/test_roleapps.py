@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 import zipfile
@@ -371,8 +373,8 @@ def test_stale_saved_plan_is_refused_and_a_fresh_one_applies(ws: Workspace) -> N
     saved = json.loads((ws.root / "plan.json").read_text(encoding="utf-8"))
     assert sorted(actions(saved)) == [("update", "desk"), ("update", "other")]
 
-    # A change on the server after the plan, to a field the plan does not even touch.
-    emulator.control("era", "edit", {"id": desk_id, "fields": {"svcscriptcode": "changed"}})
+    # A change on the server after the plan, to a field the manifest does not even manage.
+    emulator.control("era", "edit", {"id": desk_id, "fields": {"roles": ["intruder"]}})
     before = live(emulator)
     writes_before = writes(emulator)
     stale = expect(converge(ws, "apply", "--plan", "plan.json", "manifests"), 3)
@@ -387,7 +389,7 @@ def test_stale_saved_plan_is_refused_and_a_fresh_one_applies(ws: Workspace) -> N
     expect(converge(ws, "apply", "--plan", "plan2.json", "manifests"), 0)
     objects = live(emulator)
     assert objects["desk"]["title"] == "Desk v2"
-    assert objects["desk"]["svcscriptcode"] == "desk_api"
+    assert objects["desk"]["roles"] == ["intruder"], "an unmanaged field was touched"
     assert objects["other"]["title"] == "Other v2"
     expect(converge(ws, "plan", "manifests", "--detailed-exitcode"), 0)
 
@@ -563,6 +565,7 @@ def test_an_object_deleted_on_the_server_is_created_again_with_its_id(ws: Worksp
     expect(converge(ws, "plan", "manifests", "--detailed-exitcode"), 0)
 
 
+@pytest.mark.slow
 def test_converges_through_a_flaky_server(ws: Workspace) -> None:
     """503s, 429s and dropped connections on a share of all calls: retried, never doubled."""
     emulator = ws.emulator
@@ -645,6 +648,57 @@ def test_apply_needs_confirmation_and_the_state_lock(ws: Workspace) -> None:
     assert set(live(emulator)) == {"desk"}
 
 
+@pytest.mark.slow
+def test_a_killed_apply_does_not_block_the_next(ws: Workspace) -> None:
+    emulator = ws.emulator
+    assert emulator is not None
+    for i in range(4):
+        ws.roleapp(f"app-{i}", extra=f"title: App {i}")
+    emulator.control("server", "fault", {"latency": 0.5})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controller", "apply", "manifests", "--auto-approve"],
+        cwd=ws.root,
+        env=ws.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        store = open_store(f"sqlite:///{ws.root}/.converge/state.db")
+        try:
+            deadline = time.monotonic() + 30
+            while store.lock_info() is None:
+                assert time.monotonic() < deadline, "the apply never took the lock"
+                assert process.poll() is None, "the apply ended before it could be killed"
+                time.sleep(0.05)
+        finally:
+            store.close()
+    finally:
+        process.kill()  # SIGKILL: no cleanup, the lock row stays behind
+        process.wait(timeout=30)
+    emulator.control("server", "reset_faults")
+    expect(converge(ws, "apply", "manifests", "--auto-approve"), 0)
+    assert sorted(live(emulator)) == [f"app-{i}" for i in range(4)]
+    expect(converge(ws, "plan", "manifests", "--detailed-exitcode"), 0)
+
+
+def test_refused_credentials_are_tried_once_and_never_shown(ws: Workspace) -> None:
+    emulator = ws.emulator
+    assert emulator is not None
+    ws.roleapp("desk", extra="title: Desk")
+    ws.env["ERA_PASSWORD"] = "wrong-Pa55-x7"
+    failed = expect(converge(ws, "plan", "manifests"), 1)
+    assert "era-main" in failed.stderr
+    assert "wrong-Pa55-x7" not in failed.output
+    stats = era_stats(emulator)
+    assert (stats["logins"], stats["failed_logins"]) == (0, 1)  # Era bans an IP after 5
+
+    ws.env["ERA_URL"] = "http://127.0.0.1:9/era"  # nothing listens on the discard port
+    unreachable = expect(converge(ws, "plan", "manifests"), 1)
+    assert "era-main" in unreachable.stderr
+    assert "wrong-Pa55-x7" not in unreachable.output
+
+
 # -- scoping --------------------------------------------------------------------------------
 
 
@@ -672,6 +726,8 @@ def test_target_and_selector_limit_plan_and_apply(ws: Workspace) -> None:
 
     doc = plan_json(ws, "--target", "RoleApp/b")
     assert actions(doc) == [("update", "b")]
+    doc = plan_json(ws, "--target", "RoleApp/era-main/b", "--target", "RoleApp/era-main/gone")
+    assert actions(doc) == [("update", "b"), ("delete", "gone")]
 
     expect(converge(ws, "apply", "manifests", "--auto-approve", "--target", "RoleApp/a"), 0)
     titles = {k: v["title"] for k, v in live(emulator).items()}
@@ -748,6 +804,22 @@ def test_plan_formats_json_schema_and_markdown(ws: Workspace) -> None:
     for name in ("fresh", "keep", "drop", "legacy", "Свежее приложение"):
         assert name in markdown
     assert "\x1b[" not in markdown
+
+    # The saved plan re-loads and applies every kind of action it holds.
+    expect(converge(ws, "apply", "--plan", "p.json", "manifests"), 0)
+    objects = live(emulator)
+    assert set(objects) == {"keep", "legacy", "fresh"}
+    assert objects["fresh"]["title"] == "Свежее приложение"
+    assert objects["fresh"]["opts"]["attachment_info"]["hasha"].startswith("md5;")
+    assert objects["legacy"]["title"] == "Legacy"
+    assert inventory(ws) == {
+        "keep": create_id("keep"),
+        "legacy": legacy_id,
+        "fresh": create_id("fresh"),
+    }
+    expect(converge(ws, "plan", "manifests", "--detailed-exitcode"), 0)
+    # Applied once, it is stale: nothing is applied twice.
+    expect(converge(ws, "apply", "--plan", "p.json", "manifests"), 3)
 
 
 # -- the sandbox ----------------------------------------------------------------------------
