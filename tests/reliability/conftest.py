@@ -300,23 +300,30 @@ def workspace(tmp_path: Path, emulator: Emulator) -> Workspace:
     return Workspace(tmp_path, emulator)
 
 
-def kill_when(process: subprocess.Popen[str], ready: Any, *, limit: float = 60.0) -> bool:
-    """SIGKILL ``process`` as soon as ``ready()`` is true; False if it ended first.
+def wait_until(process: subprocess.Popen[str], ready: Any, *, limit: float = 60.0) -> bool:
+    """Wait until ``ready()`` is true while ``process`` runs; False if it ended first.
 
-    Bounded: polls every 5 ms for at most ``limit`` seconds.
+    Bounded: polls every 5 ms for at most ``limit`` seconds, then kills the process.
     """
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         if ready():
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
             return True
         time.sleep(0.005)
     process.kill()
     process.wait(timeout=10)
-    raise AssertionError(f"the kill point was not reached within {limit} s")
+    raise AssertionError(f"the awaited point was not reached within {limit} s")
+
+
+def kill_when(process: subprocess.Popen[str], ready: Any, *, limit: float = 60.0) -> bool:
+    """SIGKILL ``process`` as soon as ``ready()`` is true; False if it ended first."""
+    if not wait_until(process, ready, limit=limit):
+        return False
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    return True
 
 
 def unmanaged_roleapps(count: int) -> list[dict[str, Any]]:
