@@ -27,6 +27,7 @@ import pytest
 from controller.emulator import build_apis
 from controller.state import open_store
 from tests.e2e.conftest import (
+    ELEMENT_APP,
     SECRETS,
     Emulator,
     Result,
@@ -615,6 +616,51 @@ def test_secrets_in_roleapp_options_are_never_shown_or_saved(ws: Workspace) -> N
     assert live(emulator)["desk"]["opts"]["token"] == "other"
     expect(converge(ws, "apply", "manifests", "--auto-approve", "--format", "json"), 0)
     assert live(emulator)["desk"]["opts"] == {"token": secret, "x": 1}
+
+
+@pytest.fixture
+def short_sessions() -> Iterator[Emulator]:
+    """An emulator whose Era sessions expire after one idle second (the default is 600)."""
+    from controller.emulator import element, era
+    from controller.emulator.server import EmulatorServer
+    from controller.emulator.storage import Storage
+
+    apis = [era.EraApi(Storage(None), session_idle=1.0), element.ElementApi(Storage(None))]
+    server = EmulatorServer(apis).start()
+    handle = Emulator(server)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        server.stop()
+
+
+def test_a_session_idle_past_its_lifetime_is_renewed(
+    tmp_path: Path, short_sessions: Emulator
+) -> None:
+    """The real thing: an apply waits for a backup longer than Era keeps an idle session,
+    then deletes a roleapp (deletes run last) with the old token."""
+    emulator = short_sessions
+    ws = Workspace(tmp_path, emulator)
+    ws.era_connection()
+    ws.element_connection()
+    ws.roleapp("keep", extra="title: Keep")
+    ws.roleapp("drop", extra="title: Drop")
+    expect(converge(ws, "apply", "manifests", "--auto-approve"), 0)
+
+    emulator.control("element", "seed_application", {"id": ELEMENT_APP, "name": "crm"})
+    emulator.control("element", "set_duration", {"seconds": 2.5})
+    ws.policy("crm", "element", spec="maxAge: 26h\nwait: 1m")
+    ws.remove("roleapps/drop.yaml")
+    logins = era_stats(emulator)["logins"]
+    applied = expect(converge(ws, "apply", "manifests", "--auto-approve"), 0)
+    assert "- delete RoleApp/era-main/drop: ok" in applied.stdout
+    stats = era_stats(emulator)
+    assert stats["logins"] == logins + 2, "expected one login, then one renewal"
+    assert stats["failed_logins"] == 0
+    assert stats["calls"][f"DELETE {ROLEAPPS}/{{id}}"] == 2  # answered 401, then repeated
+    assert set(live(emulator)) == {"keep"}
+    assert_no_secrets_in_files(ws.written_files())
 
 
 # -- confirmation and the state lock -------------------------------------------------------
