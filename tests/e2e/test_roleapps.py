@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -488,10 +490,16 @@ def test_a_permanent_error_fails_its_object_only(ws: Workspace) -> None:
             "method": "PATCH",
             "path_regex": f"{create_id('bad')}$",
             "status": 400,
-            "body": {"error_code": 1400, "error_message": "title is not allowed today"},
+            # A server that echoes what it was sent, secrets included.
+            "body": {
+                "error_code": 1400,
+                "error_message": f"title is not allowed today (pwd={SECRETS['ERA_PASSWORD']})",
+            },
         },
     )
-    partial = expect(converge(ws, "apply", "manifests", "--auto-approve", "--format", "json"), 5)
+    partial = expect(
+        converge(ws, "apply", "manifests", "--auto-approve", "--format", "json", "-vv"), 5
+    )
     report = partial.json()
     outcomes = {r["name"]: (r["outcome"], r["message"]) for r in report["results"]}
     assert outcomes["ok"] == ("succeeded", f"updated {create_id('ok')}")
@@ -743,6 +751,43 @@ def test_refused_credentials_are_tried_once_and_never_shown(ws: Workspace) -> No
     unreachable = expect(converge(ws, "plan", "manifests"), 1)
     assert "era-main" in unreachable.stderr
     assert "wrong-Pa55-x7" not in unreachable.output
+
+
+def _on_a_terminal(ws: Workspace, answer: str, *args: str) -> Result:
+    """converge with a pseudo-terminal as stdin, answering its question with ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode() + b"\n")
+        completed = subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            cwd=ws.root,
+            env=ws.env,
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    result = Result(completed.returncode, completed.stdout, completed.stderr)
+    assert "Traceback" not in result.output, result.output
+    assert_no_secrets(result.stdout, result.stderr)
+    return result
+
+
+def test_apply_on_a_terminal_asks_first(ws: Workspace) -> None:
+    emulator = ws.emulator
+    assert emulator is not None
+    ws.roleapp("desk", extra="title: Desk")
+    declined = expect(_on_a_terminal(ws, "n", "apply", "manifests"), 1)
+    assert "+ create RoleApp desk" in declined.stdout
+    assert "Apply these changes?" in declined.stderr
+    assert "nothing was changed" in declined.stderr
+    assert era_stats(emulator)["roleapps"] == 0
+    accepted = expect(_on_a_terminal(ws, "y", "apply", "manifests"), 0)
+    assert "Apply complete: 1 succeeded" in accepted.stdout
+    assert set(live(emulator)) == {"desk"}
 
 
 # -- scoping --------------------------------------------------------------------------------
