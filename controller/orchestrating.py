@@ -24,7 +24,7 @@ from controller.connecting import Clients
 from controller.errors import ApiError, ConvergeError, GuardError, StalePlanError
 from controller.fetching import LiveState
 from controller.manifests import Api, BackupPolicy, Kind, Manifests
-from controller.plans import Action, ActionKind, Plan, Ref
+from controller.plans import Action, ActionKind, ArchiveUpload, Plan, Ref
 from controller.state import open_store
 from controller.state.store import Store
 
@@ -343,6 +343,10 @@ def _staleness(
     fingerprint: Callable[[dict[str, object]], str],
 ) -> str | None:
     if action.ref.kind == Kind.ROLEAPP:
+        # The archive reviewed is the one uploaded: checked here, before anything is
+        # applied, rather than by the upload itself after its object was created.
+        if action.archive is not None and _archive_changed(action.archive):
+            return f"archive {action.archive.path} changed since the plan was made"
         obj = by_id.get((action.ref.connection, (action.id or "").lower()))
         if action.fingerprint is None:
             return (
@@ -362,6 +366,13 @@ def _staleness(
         ids = {b.id for b in backups if b.state is BackupState.SUCCEEDED}
         return None if action.backup_id in ids else "backup no longer exists"
     return None
+
+
+def _archive_changed(upload: ArchiveUpload) -> bool:
+    try:
+        return archives.md5_hex(archives.archive_bytes(upload.path)) != upload.md5
+    except archives.ArchiveError:
+        return True
 
 
 def targets_for_display(plan: Plan) -> Sequence[str]:

@@ -397,6 +397,23 @@ def test_stale_saved_plan_is_refused_and_a_fresh_one_applies(ws: Workspace) -> N
     expect(converge(ws, "plan", "manifests", "--detailed-exitcode"), 0)
 
 
+def test_a_saved_plan_whose_archive_changed_is_stale(ws: Workspace) -> None:
+    """The reviewed archive is the one uploaded, or nothing is: not the object without it."""
+    emulator = ws.emulator
+    assert emulator is not None
+    app = ws.manifests / "roleapps" / "app"
+    app.mkdir(parents=True)
+    (app / "index.html").write_text("reviewed\n", encoding="utf-8")
+    ws.roleapp("portal", extra="title: Portal\narchive: app")
+    expect(converge(ws, "plan", "manifests", "--out", "plan.json"), 0)
+
+    (app / "index.html").write_text("not reviewed\n", encoding="utf-8")
+    stale = expect(converge(ws, "apply", "--plan", "plan.json", "manifests"), 3)
+    assert "RoleApp/era-main/portal" in stale.stderr and "archive" in stale.stderr
+    assert era_stats(emulator)["roleapps"] == 0, "a stale plan created the object"
+    assert writes(emulator) == {}
+
+
 # -- safety guards --------------------------------------------------------------------------
 
 
