@@ -21,6 +21,8 @@ from tests.e2e.conftest import COMMVAULT_SUBCLIENT, ELEMENT_APP, Emulator, Works
 
 HOUR = 3600
 PRODUCTS = ("element", "vcda", "commvault")
+# For the costlier cases: element in every run, the other two products with -m slow.
+ELEMENT_FIRST = [p if p == "element" else pytest.param(p, marks=pytest.mark.slow) for p in PRODUCTS]
 # A word each product uses for a backup still in progress.
 RUNNING_WORD = {"element": "Creating", "vcda": "RUNNING", "commvault": "Running"}
 # The call that starts a backup, as the API sees its path (for drop_after_work).
@@ -183,6 +185,7 @@ def test_no_wait_records_the_trigger_at_once_and_then_counts_it_as_running(
     assert emulator.backups_started(api) == 1
 
 
+@pytest.mark.parametrize("api", ELEMENT_FIRST, indirect=True)
 def test_lost_answer_to_the_trigger_makes_exactly_one_backup(
     api: str, workspace: Workspace, emulator: Emulator
 ) -> None:
@@ -225,6 +228,7 @@ def test_failed_backup_fails_apply_naming_policy_connection_and_server_message(
         assert FAILURE in planned.stdout
 
 
+@pytest.mark.parametrize("api", ELEMENT_FIRST, indirect=True)
 def test_failed_backup_beside_a_successful_one_exits_5(
     api: str, workspace: Workspace, emulator: Emulator
 ) -> None:
@@ -245,6 +249,7 @@ def test_failed_backup_beside_a_successful_one_exits_5(
     assert emulator.backups_started(other) == 1
 
 
+@pytest.mark.slow
 def test_schedule_slot_without_a_backup_is_due(workspace: Workspace, emulator: Emulator) -> None:
     workspace.element_connection()
     prepare(emulator, "element")
@@ -262,3 +267,52 @@ def test_schedule_slot_without_a_backup_is_due(workspace: Workspace, emulator: E
     applied = workspace.run("apply", "manifests", "--auto-approve")
     assert applied.code == 0, applied.output
     assert workspace.run("plan", "manifests", "--detailed-exitcode").code == 0
+
+
+def test_wait_running_out_fails_the_run_and_the_backup_is_not_doubled(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    workspace.element_connection()
+    prepare(emulator, "element", seconds=60)
+    seed(emulator, "element", hours=30)
+    workspace.policy("slow", "element", spec="maxAge: 26h\nwait: 1s")
+
+    applied = workspace.run("apply", "manifests", "--auto-approve")
+    assert applied.code == 1, applied.output
+    assert "did not finish within wait 1s" in applied.output
+    # Still running on the server: the next apply waits for it rather than starting another.
+    again = workspace.run("apply", "manifests", "--auto-approve")
+    assert again.code == 0, again.output
+    assert emulator.backups_started("element") == 1
+
+
+def test_suspended_policy_is_reported_never_triggered_nor_expired(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    workspace.element_connection()
+    prepare(emulator, "element")
+    seed(emulator, "element", hours=30)
+    workspace.policy("paused", "element", spec="maxAge: 26h\nwait: 1m\nsuspend: true")
+
+    planned = workspace.run("plan", "manifests", "--detailed-exitcode")
+    assert planned.code == 0, planned.output
+    applied = workspace.run("apply", "manifests", "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert emulator.backups_started("element") == 0
+
+
+def test_saved_plan_is_stale_once_someone_else_backed_up(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    workspace.element_connection()
+    prepare(emulator, "element")
+    seed(emulator, "element", hours=30)
+    workspace.policy("nightly", "element", spec="maxAge: 26h\nwait: 1m")
+    saved = workspace.run("plan", "manifests", "--out", "nightly.plan")
+    assert saved.code == 0, saved.output
+
+    seed(emulator, "element", hours=0.5)  # someone made a backup since the plan
+    applied = workspace.run("apply", "--plan", "nightly.plan")
+    assert applied.code == 3, applied.output
+    assert "nightly" in applied.output
+    assert emulator.backups_started("element") == 0
