@@ -234,11 +234,19 @@ class EraApi:
         self._listings.clear()
 
     def _shape(self, entity: Mapping[str, Any], request: core.EmuRequest) -> Any:
+        return self._shaper(request)(entity)
+
+    @staticmethod
+    def _shaper(request: core.EmuRequest) -> Callable[[Mapping[str, Any]], Any]:
+        """The request's ``mask`` and ``flat``, parsed once for a whole page."""
         mask = era_query.parse_mask(request.param("mask"))
-        shaped = era_query.apply_mask(entity, mask) if mask is not None else entity
-        if era_query.parse_bool(request.param("flat"), "flat"):
-            return era_query.flatten(shaped)
-        return shaped
+        flat = era_query.parse_bool(request.param("flat"), "flat")
+
+        def shape(entity: Mapping[str, Any]) -> Any:
+            shaped = era_query.apply_mask(entity, mask) if mask is not None else entity
+            return era_query.flatten(shaped) if flat else shaped
+
+        return shape
 
     def _list(self, request: core.EmuRequest) -> core.EmuResponse:
         offset = _int_param(request, "offset", 0)
@@ -250,7 +258,8 @@ class EraApi:
         era_query.parse_bool(request.param("flat"), "flat")
         listing = self._listing(request.param("filter") or "", request.param("order") or "")
         page = listing[offset : offset + min(limit, self.page_cap)]
-        return core.json_response(200, [self._shape(e, request) for e in page])
+        shape = self._shaper(request)
+        return core.json_response(200, [shape(e) for e in page])
 
     def _listing(self, filter_text: str, order_text: str) -> list[dict[str, Any]]:
         """Filtered and sorted roleapps, cached until the next write."""
