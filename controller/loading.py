@@ -182,6 +182,9 @@ def load_file(path: Path, *, environ: Mapping[str, str]) -> tuple[list[Document]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 0
+        position = getattr(exc, "position", None)  # a ReaderError has no mark, only this
+        if not line and isinstance(position, int):
+            line = text[:position].count("\n") + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         problems.append(Problem(shown, line, "", f"invalid YAML: {reason}"))
     return documents, problems
