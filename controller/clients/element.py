@@ -224,7 +224,12 @@ class ElementBackupApi:
         # The seed answers an array holding the new dump; some versions a bare object.
         dump = body[0] if isinstance(body, list) and body else body
         if not isinstance(dump, dict) or not dump.get("id"):
-            raise backups.bad_answer(self._session, response, "the answer names no new dump id")
+            # Some servers answer a success status with an ErrorData inside: show its words.
+            said = isinstance(dump, dict) and ("error" in dump or "message" in dump)
+            words = f": {error_message(response)}" if said else ""
+            raise backups.bad_answer(
+                self._session, response, f"the answer names no new dump id{words}"
+            )
         return str(dump["id"])
 
 
