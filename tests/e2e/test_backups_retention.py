@@ -58,9 +58,10 @@ def test_retention_expires_only_the_policys_own_backups_beyond_keep_last(
         "often", api, spec="maxAge: 1s\nwait: 1m\nretention: {keepLast: 2, maxAge: 30d}"
     )
 
-    # No sleeps needed: an apply follows its backup for a second or more, and the next
-    # converge takes a while to start, so our newest backup is always past maxAge 1s.
-    ours = [apply_and_get_new(workspace, emulator, api) for _ in range(3)]
+    ours = []
+    for _ in range(3):
+        ours.append(apply_and_get_new(workspace, emulator, api))
+        time.sleep(1.1)  # our newest backup is now past maxAge 1s (vcda: since it ended)
 
     planned = workspace.run("plan", "manifests", "--format", "json", "--detailed-exitcode")
     assert planned.code == 2, planned.output
