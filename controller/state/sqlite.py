@@ -72,6 +72,21 @@ def _holder_gone(pid: int, host: str) -> bool:
     return host == socket.gethostname() and not _pid_alive(pid)
 
 
+def _fast_commits(conn: sqlite3.Connection) -> None:
+    """WAL journal, ``synchronous=NORMAL``: a commit is a WAL append, not three fsyncs.
+
+    Why: apply records each created object as soon as it exists, and with the default
+    rollback journal every such commit waited ~2.5 ms for the disk, serialising a
+    1,000-object apply behind 2.5 s of fsyncs. A commit still survives a crash or SIGKILL
+    of converge; only an OS crash or power cut may lose the last commits, and those facts
+    are found again (deterministic create ids; a lost backup record only keeps a backup
+    longer). WAL also lets ``converge state list`` read while an apply writes.
+    """
+    with contextlib.suppress(sqlite3.OperationalError):  # busy: keep the current journal
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
 class SqliteStore(SqlStore):
     """:class:`controller.state.store.Store` on a local SQLite file."""
 
@@ -92,6 +107,7 @@ class SqliteStore(SqlStore):
             self._conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
+            _fast_commits(self._conn)
         except (OSError, sqlite3.Error) as exc:
             raise self._error(exc) from exc
         try:
