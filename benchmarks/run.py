@@ -1,0 +1,687 @@
+"""The benchmark suite: the real ``converge`` CLI against the emulator, next to a lower bound.
+
+Run by hand or in CI: ``.venv/bin/python benchmarks/run.py [--quick] [--json FILE]``.
+Not a test: nothing here fails on a slow machine; it prints what it measured.
+
+How it measures, and why:
+
+1. The emulator runs as its own process (``converge emulator --latency 5ms --page-cap 500
+   --data DIR``), so it never shares a GIL with the converge being measured.
+2. Each scenario is seeded over the control plane, then ``converge`` runs as a subprocess,
+   as a user runs it. Wall time is from spawn to exit; peak memory is the child's own
+   ``ru_maxrss`` from ``os.wait4`` (per child, unlike ``RUSAGE_CHILDREN``'s running max);
+   HTTP requests are the emulator's ``stats`` count before and after.
+3. The lower bound of a scenario is the round trips it truly needs, laid out as the
+   allowed concurrency permits (serial ones one after another, parallel ones in rounds of
+   ``concurrency``), times the latency, plus process start-up (``converge --version``).
+   ``ratio`` is wall time over that bound: 1.0 would be a converge with no CPU cost at all.
+4. Each scenario runs ``--repeat`` times (3) from the same starting point; medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+LATENCY = 0.005  # seconds the emulator adds to every API call
+PAGE_CAP = 500  # the emulator's largest roleapps page
+ERA_CONCURRENCY = 8  # the Connection default: requests in flight per connection
+APPLY_PARALLELISM = 16
+FILES = 100  # manifests are spread over this many files
+
+SECRETS = {
+    "ERA_PASSWORD": "sandbox-era-pass",
+    "ELEMENT_CLIENT_SECRET": "sandbox-element-secret",
+    "VCDA_PASSWORD": "sandbox-vcda-pass",
+    "COMMVAULT_PASSWORD": "sandbox-commvault-pass",
+    "VCDA_BACKUP_PASSWORD": "Bench-backup-pass-1",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Sizes:
+    roleapps: int  # scenarios 1, 2, 5, 6
+    writes: int  # scenarios 3 and 4
+    policies: int  # scenario 5
+    repeat: int
+
+
+FULL = Sizes(roleapps=10_000, writes=1_000, policies=50, repeat=3)
+QUICK = Sizes(roleapps=1_000, writes=100, policies=6, repeat=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Bound:
+    """Round trips a scenario truly needs: ``serial`` one after another, then ``rounds``."""
+
+    serial: int = 0
+    parallel: tuple[tuple[int, int], ...] = ()  # (requests, concurrency), phase after phase
+    needed: int | None = None  # requests, when they are not serial + parallel (drift)
+
+    @property
+    def requests(self) -> int:
+        if self.needed is not None:
+            return self.needed
+        return self.serial + sum(n for n, _ in self.parallel)
+
+    def seconds(self, latency: float) -> float:
+        rounds = self.serial + sum(math.ceil(n / c) for n, c in self.parallel if n)
+        return rounds * latency
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class Run:
+    wall: float
+    cpu: float  # user + system seconds of the converge process
+    requests: int
+    rss_mb: float
+    code: int
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class Row:
+    scenario: str
+    objects: int
+    bound: Bound
+    runs: list[Run]
+    note: str = ""
+
+    def summary(self, *, latency: float, startup: float) -> dict[str, Any]:
+        wall = statistics.median(r.wall for r in self.runs)
+        bound = self.bound.seconds(latency) + startup
+        return {
+            "scenario": self.scenario,
+            "objects": self.objects,
+            "requests": int(statistics.median(r.requests for r in self.runs)),
+            "requests_needed": self.bound.requests,
+            "wall_s": round(wall, 3),
+            "cpu_s": round(statistics.median(r.cpu for r in self.runs), 3),
+            "bound_s": round(bound, 3),
+            "ratio": round(wall / bound, 2),
+            "peak_rss_mb": round(max(r.rss_mb for r in self.runs), 1),
+            "exit_codes": sorted({r.code for r in self.runs}),
+            "runs_s": [round(r.wall, 3) for r in self.runs],
+            "note": self.note,
+        }
+
+
+# -- the emulator, in its own process -----------------------------------------------------
+
+
+class Emulator:
+    def __init__(self, converge: list[str], data: Path, *, latency: float) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (data / "emulator.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                *converge,
+                "emulator",
+                "--port",
+                str(self.port),
+                "--latency",
+                f"{latency * 1000:g}ms",
+                "--page-cap",
+                str(PAGE_CAP),
+                "--data",
+                str(data / "emulator"),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.control("server", "stats")
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the emulator did not start; see {self.log.name}") from None
+                time.sleep(0.05)
+
+    def control(self, target: str, action: str, payload: Any = None) -> Any:
+        body = json.dumps(payload or {}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_control/{target}/{action}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def requests(self) -> int:
+        return int(self.control("server", "stats")["server"]["requests"])
+
+    def apis(self) -> set[str]:
+        return set(self.control("server", "stats")["apis"])
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- manifests and live objects -----------------------------------------------------------
+
+
+def roleapp_name(n: int) -> str:
+    return f"app-{n:05d}"
+
+
+def create_id(n: int, connection: str = "era-main") -> str:
+    # The planner's own deterministic id (manifests.RoleApp.create_id): seeded objects with
+    # it are recognised as ours, so an unchanged estate plans to nothing without an apply.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"converge:{connection}/{roleapp_name(n)}"))
+
+
+def fields(n: int) -> dict[str, Any]:
+    return {
+        "folder": f"folder-{n:05d}",
+        "title": f"АРМ оператора {n}",
+        "roles": ["chatagent", "supervisor"] if n % 2 else ["chatagent"],
+        "svcscriptcode": f"script_{n % 17}",
+        "opts": {"recv_timeout": 30 + n % 5, "visible": True},
+    }
+
+
+def live_roleapp(n: int, *, title: str | None = None) -> dict[str, Any]:
+    entity = {"id": create_id(n), **fields(n)}
+    entity["opts"] = {"title": "", "comment": "", **entity["opts"]}
+    if title is not None:
+        entity["title"] = title
+    return entity
+
+
+def roleapp_yaml(n: int) -> str:
+    f = fields(n)
+    roles = ", ".join(f["roles"])
+    return (
+        "apiVersion: converge/v1\n"
+        "kind: RoleApp\n"
+        f"metadata: {{name: {roleapp_name(n)}, labels: {{team: team-{n % 10}}}}}\n"
+        "spec:\n"
+        "  connection: era-main\n"
+        f"  folder: {f['folder']}\n"
+        f"  title: {f['title']}\n"
+        f"  roles: [{roles}]\n"
+        f"  svcscriptcode: {f['svcscriptcode']}\n"
+        f"  opts: {{recv_timeout: {f['opts']['recv_timeout']}, visible: true}}\n"
+    )
+
+
+CONNECTIONS = """\
+apiVersion: converge/v1
+kind: Connection
+metadata: {name: era-main}
+spec:
+  api: era
+  url: ${ERA_URL}
+  auth: {domain: sandbox.era, login: converge, password: "${ERA_PASSWORD}"}
+---
+apiVersion: converge/v1
+kind: Connection
+metadata: {name: element-main}
+spec:
+  api: element
+  url: ${ELEMENT_URL}
+  auth: {clientId: converge, clientSecret: "${ELEMENT_CLIENT_SECRET}"}
+---
+apiVersion: converge/v1
+kind: Connection
+metadata: {name: vcda-main}
+spec:
+  api: vcda
+  url: ${VCDA_URL}
+  auth: {type: localUser, user: admin, password: "${VCDA_PASSWORD}"}
+---
+apiVersion: converge/v1
+kind: Connection
+metadata: {name: commvault-main}
+spec:
+  api: commvault
+  url: ${COMMVAULT_URL}
+  auth: {username: admin, password: "${COMMVAULT_PASSWORD}"}
+"""
+
+
+def app_uuid(n: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-app-{n}"))
+
+
+def policy_split(count: int) -> tuple[int, int, int]:
+    """(element, vcda, commvault) policies: one vcda (one appliance), the rest halved."""
+    vcda = 1 if count else 0
+    element = (count - vcda + 1) // 2
+    return element, vcda, count - vcda - element
+
+
+def policies_yaml(count: int) -> str:
+    element, vcda, commvault = policy_split(count)
+    docs = []
+    for n in range(element):
+        docs.append(
+            f"""apiVersion: converge/v1
+kind: BackupPolicy
+metadata: {{name: element-{n:02d}}}
+spec:
+  connection: element-main
+  maxAge: 26h
+  source:
+    elementApplication: {{applicationId: {app_uuid(n)}}}
+"""
+        )
+    for n in range(vcda):
+        docs.append(
+            f"""apiVersion: converge/v1
+kind: BackupPolicy
+metadata: {{name: vcda-{n:02d}}}
+spec:
+  connection: vcda-main
+  maxAge: 7d
+  source:
+    vcdaAppliance: {{password: "${{VCDA_BACKUP_PASSWORD}}"}}
+"""
+        )
+    for n in range(commvault):
+        docs.append(
+            f"""apiVersion: converge/v1
+kind: BackupPolicy
+metadata: {{name: commvault-{n:02d}}}
+spec:
+  connection: commvault-main
+  maxAge: 8h
+  source:
+    commvaultDynamoDB: {{clientName: aws-prod, instanceName: DynamoDB, subclientId: {1000 + n}}}
+"""
+        )
+    return "---\n".join(docs)
+
+
+def write_workspace(root: Path, roleapps: int, *, policies: int = 0) -> Path:
+    """``root/manifests``: the connections and ``roleapps`` RoleApps in FILES files;
+    ``root/backups``: the policies (so plan and validate can leave them out)."""
+    if root.exists():
+        shutil.rmtree(root)
+    manifests = root / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "connections.yaml").write_text(CONNECTIONS, encoding="utf-8")
+    files = min(FILES, max(1, roleapps))
+    per_file = math.ceil(roleapps / files)
+    for f in range(files):
+        numbers = range(f * per_file, min(roleapps, (f + 1) * per_file))
+        text = "---\n".join(roleapp_yaml(n) for n in numbers)
+        (manifests / f"roleapps-{f:03d}.yaml").write_text(text, encoding="utf-8")
+    if policies:
+        (root / "backups").mkdir()
+        (root / "backups" / "policies.yaml").write_text(policies_yaml(policies), encoding="utf-8")
+    return root
+
+
+def seed_roleapps(emulator: Emulator, objects: list[dict[str, Any]]) -> None:
+    for start in range(0, len(objects), 5_000):
+        emulator.control("era", "seed", {"roleapps": objects[start : start + 5_000]})
+
+
+def seed_backups(emulator: Emulator, count: int) -> None:
+    element, vcda, commvault = policy_split(count)
+    for api in ("element", "vcda", "commvault"):
+        emulator.control(api, "reset")
+    for n in range(element):
+        emulator.control("element", "seed_application", {"id": app_uuid(n)})
+        emulator.control(
+            "element", "seed_backup", {"application_id": app_uuid(n), "age_seconds": 3600}
+        )
+    for _ in range(vcda):
+        emulator.control("vcda", "seed_backup", {"age_seconds": 3600})
+    for n in range(commvault):
+        emulator.control(
+            "commvault",
+            "seed_subclient",
+            {"subclient_id": 1000 + n, "client_name": "aws-prod", "instance_name": "DynamoDB"},
+        )
+        emulator.control(
+            "commvault", "seed_backup", {"subclient_id": 1000 + n, "age_seconds": 3600}
+        )
+
+
+# -- running converge ---------------------------------------------------------------------
+
+
+def converge_command() -> list[str]:
+    script = Path(sys.executable).with_name("converge")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "controller"]
+
+
+def run_converge(
+    converge: list[str], args: list[str], *, cwd: Path, env: dict[str, str], log: Path
+) -> tuple[float, float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in MB, exit code) of one converge process."""
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*converge, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, process.returncode  # ru_maxrss: KiB on Linux
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, *, work: Path, latency: float) -> None:
+        self.sizes = sizes
+        self.work = work
+        self.latency = latency
+        self.converge = converge_command()
+        self.emulator = Emulator(self.converge, work, latency=latency)
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ERA_", "VCDA_", "ELEMENT_", "COMMVAULT_", "CONVERGE_"))
+        }
+        self.env.update(SECRETS)
+        self.env["NO_COLOR"] = "1"
+        self.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        for api, base in (
+            ("ERA", "/era"),
+            ("ELEMENT", "/element"),
+            ("VCDA", "/vcda"),
+            ("COMMVAULT", "/commvault/commandcenter/api"),
+        ):
+            self.env[f"{api}_URL"] = self.emulator.url + base
+        self.startup = 0.0
+        self.rows: list[Row] = []
+
+    def close(self) -> None:
+        self.emulator.close()
+
+    def measure_startup(self) -> None:
+        walls = [
+            run_converge(
+                self.converge, ["--version"], cwd=self.work, env=self.env, log=self.work / "v.log"
+            )[0]
+            for _ in range(max(3, self.sizes.repeat))
+        ]
+        self.startup = statistics.median(walls)
+
+    def scenario(
+        self,
+        name: str,
+        objects: int,
+        bound: Bound,
+        args: list[str],
+        *,
+        workspace: Path,
+        prepare: Callable[[], None] = lambda: None,
+        ok: tuple[int, ...] = (0,),
+        note: str = "",
+    ) -> Row:
+        row = Row(scenario=name, objects=objects, bound=bound, runs=[], note=note)
+        for i in range(self.sizes.repeat):
+            prepare()
+            before = self.emulator.requests()
+            log = workspace / f"run-{len(self.rows)}-{i}.log"
+            wall, cpu, rss, code = run_converge(
+                self.converge, args, cwd=workspace, env=self.env, log=log
+            )
+            requests = self.emulator.requests() - before
+            if code not in ok:
+                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+                raise SystemExit(f"{name}: converge exited {code}:\n{tail}")
+            row.runs.append(Run(wall=wall, cpu=cpu, requests=requests, rss_mb=rss, code=code))
+        self.rows.append(row)
+        print(f"  {name}: {statistics.median(r.wall for r in row.runs):.3f} s", file=sys.stderr)
+        return row
+
+    # -- the scenarios --------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        s = self.sizes
+        self.measure_startup()
+        emu = self.emulator
+        state = ["--state", "sqlite:///.converge/state.db"]
+        pages = math.ceil(s.roleapps / PAGE_CAP)
+        # Listing: login and the first page in series (the stride is learnt from it), the
+        # other pages and the empty one that ends the listing in parallel; logout at the end.
+        listing = Bound(serial=3, parallel=((pages, ERA_CONCURRENCY),))
+
+        estate = write_workspace(self.work / "estate", s.roleapps, policies=s.policies)
+        emu.control("era", "reset")
+        seed_roleapps(emu, [live_roleapp(n) for n in range(s.roleapps)])
+        self.scenario(
+            f"plan {s.roleapps:,} unchanged",
+            s.roleapps,
+            listing,
+            ["plan", "manifests", *state],
+            workspace=estate,
+        )
+        drifted = s.roleapps // 10
+        seed_roleapps(emu, [live_roleapp(n, title=f"edited {n}") for n in range(0, s.roleapps, 10)])
+        self.scenario(
+            f"plan {s.roleapps:,}, {drifted:,} drifted",
+            s.roleapps,
+            listing,
+            ["plan", "manifests", *state],
+            workspace=estate,
+        )
+
+        has_drift = _has_command(self.converge, "drift", cwd=self.work, env=self.env)
+        seed_backups(emu, s.policies)
+        seed_roleapps(emu, [live_roleapp(n) for n in range(0, s.roleapps, 10)])
+        element, vcda, commvault = policy_split(s.policies)
+        # Each backup connection: login, one listing per policy (8 at a time), logout; all
+        # connections at once, beside the era listing: the longest of them is the bound.
+        backup_rounds = max(
+            2 + math.ceil(n / ERA_CONCURRENCY) for n in (element, vcda, commvault) if n
+        )
+        era_rounds = 3 + math.ceil(pages / ERA_CONCURRENCY)
+        drift_bound = Bound(
+            serial=max(backup_rounds, era_rounds),
+            needed=(3 + pages) + sum(2 + n for n in (element, vcda, commvault) if n),
+        )
+        self.scenario(
+            f"{'drift' if has_drift else 'plan'} {s.roleapps:,} + {s.policies} policies",
+            s.roleapps + s.policies,
+            drift_bound,
+            ["drift" if has_drift else "plan", "manifests", "backups", *state],
+            workspace=estate,
+            ok=(0, 2),
+            note="" if has_drift else "`converge drift` does not exist yet: measured `plan`",
+        )
+
+        creates = write_workspace(self.work / "creates", s.writes)
+
+        def fresh_create() -> None:
+            emu.control("era", "reset")
+            shutil.rmtree(creates / ".converge", ignore_errors=True)
+
+        self.scenario(
+            f"apply {s.writes:,} creates",
+            s.writes,
+            Bound(serial=3, parallel=((s.writes, APPLY_PARALLELISM),)),
+            [
+                "apply",
+                "manifests",
+                "--auto-approve",
+                "--parallelism",
+                str(APPLY_PARALLELISM),
+                *state,
+            ],
+            workspace=creates,
+            prepare=fresh_create,
+        )
+
+        def drift_writes() -> None:
+            emu.control("era", "reset")
+            seed_roleapps(emu, [live_roleapp(n, title=f"edited {n}") for n in range(s.writes)])
+
+        write_pages = math.ceil(s.writes / PAGE_CAP)
+        self.scenario(
+            f"apply {s.writes:,} updates",
+            s.writes,
+            Bound(
+                serial=3, parallel=((write_pages, APPLY_PARALLELISM), (s.writes, APPLY_PARALLELISM))
+            ),
+            [
+                "apply",
+                "manifests",
+                "--auto-approve",
+                "--parallelism",
+                str(APPLY_PARALLELISM),
+                *state,
+            ],
+            workspace=creates,
+            prepare=drift_writes,
+        )
+
+        self.scenario(
+            f"validate {s.roleapps:,}",
+            s.roleapps,
+            Bound(),
+            ["validate", "manifests"],
+            workspace=estate,
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "format": "converge.bench/v1",
+            "machine": machine(),
+            "latency_s": self.latency,
+            "page_cap": PAGE_CAP,
+            "startup_s": round(self.startup, 3),
+            "repeat": self.sizes.repeat,
+            "scenarios": [
+                row.summary(latency=self.latency, startup=self.startup) for row in self.rows
+            ],
+        }
+
+
+def _has_command(converge: list[str], name: str, *, cwd: Path, env: dict[str, str]) -> bool:
+    found = subprocess.run(
+        [*converge, name, "--help"], cwd=cwd, env=env, capture_output=True, check=False
+    )
+    return found.returncode == 0
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    headers = ("scenario", "objects", "requests", "wall s", "cpu s", "bound s", "ratio", "peak MB")
+    rows = [
+        (
+            s["scenario"] + (" *" if s["note"] else ""),
+            f"{s['objects']:,}",
+            f"{s['requests']:,}",
+            f"{s['wall_s']:.2f}",
+            f"{s['cpu_s']:.2f}",
+            f"{s['bound_s']:.2f}",
+            f"{s['ratio']:.2f}",
+            f"{s['peak_rss_mb']:.0f}",
+        )
+        for s in report["scenarios"]
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    m = report["machine"]
+    out.append("")
+    out.append(
+        f"Medians of {report['repeat']}; latency {report['latency_s'] * 1000:g} ms, page cap "
+        f"{report['page_cap']}; bound = round trips x latency / concurrency + start-up "
+        f"({report['startup_s']:.2f} s, `converge --version`)."
+    )
+    out.append(f"{m['nproc']} x {m['cpu']}, Python {m['python']}.")
+    out += [f"* {s['note']}" for s in report["scenarios"] if s["note"]]
+    return "\n".join(out)
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="converge-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--repeat", type=int, help="runs per scenario (default 3; quick 1)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repeat:
+        sizes = dataclasses.replace(sizes, repeat=args.repeat)
+    with workdir(args.keep) as work:
+        bench = Bench(sizes, work=work, latency=LATENCY)
+        try:
+            bench.run_all()
+        finally:
+            bench.close()
+        report = bench.report()
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
