@@ -168,7 +168,13 @@ class VcdaBackupApi:
         )
 
     def list_backups(self, policy: BackupPolicy) -> list[LiveBackup]:
-        return [*self._backups(), *self._running_tasks()]
+        # Failed tasks too: without them a policy whose newest attempt failed would look
+        # merely overdue, and `drift` could never say `failing` with the server's message.
+        return [
+            *self._backups(),
+            *self._running_tasks(),
+            *self._tasks_in("FAILED", keep=BackupState.FAILED),
+        ]
 
     def trigger(self, policy: BackupPolicy) -> str:
         password = _source(policy).password
@@ -229,9 +235,13 @@ class VcdaBackupApi:
 
     def _running_tasks(self) -> list[LiveBackup]:
         # The state filter is exact: a just-triggered task is QUEUED, not yet RUNNING.
-        return [backup for state in ("QUEUED", "RUNNING") for backup in self._tasks_in(state)]
+        return [
+            backup
+            for state in ("QUEUED", "RUNNING")
+            for backup in self._tasks_in(state, keep=BackupState.RUNNING)
+        ]
 
-    def _tasks_in(self, state: str) -> list[LiveBackup]:
+    def _tasks_in(self, state: str, *, keep: BackupState) -> list[LiveBackup]:
         found: list[LiveBackup] = []
         for page in range(_MAX_PAGES):
             response = self._session.request(
@@ -244,7 +254,7 @@ class VcdaBackupApi:
             for task in items:
                 if isinstance(task, dict) and is_backup_task(task):
                     backup = task_to_backup(task)
-                    if backup.state is BackupState.RUNNING:
+                    if backup.state is keep:
                         found.append(backup)
             total = body.get("total") if isinstance(body, dict) else None
             if len(items) < _PAGE or (isinstance(total, int) and (page + 1) * _PAGE >= total):

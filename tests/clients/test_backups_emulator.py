@@ -307,3 +307,15 @@ def test_commvault_ready_api_token(rig: Rig) -> None:
         assert done.state is BackupState.SUCCEEDED
     finally:
         client.close()
+
+
+def test_failed_newest_attempt_after_a_success_is_failing_with_the_message(rig: Rig) -> None:
+    # Every product must list failed attempts, or a policy would only ever look overdue.
+    rig.seed(age_seconds=30 * 3600)
+    rig.control("fail_next_backup", {"message": "appliance disk full"})
+    client = rig.make()
+    follow(rig, client, client.trigger(rig.policy))
+    status = policies.evaluate(rig.policy, client.list_backups(rig.policy), now=rig.now())
+    assert status.state is policies.PolicyState.FAILING
+    assert "appliance disk full" in (status.newest_failure_message or "")
+    assert status.due
