@@ -31,6 +31,7 @@ from controller.manifests import BackupPolicy, Kind
 from controller.plans import Action, ActionKind, Plan, Ref
 from controller.state.store import BackupRecord, InventoryEntry, Store
 
+FIRST_POLL_INTERVAL = 0.2  # seconds before the first re-poll of a running backup
 POLL_INTERVAL = 1.0  # seconds between polls of a running backup; the servers are slow anyway
 MAX_WORKERS = 64  # threads for independent objects; each connection's client bounds its own
 
@@ -288,11 +289,15 @@ class Applier:
     def _follow(self, policy: BackupPolicy, handle: str, *, started: datetime) -> LiveBackup:
         api = self.clients.backups(policy.connection)
         deadline = time.monotonic() + policy.wait
+        # Start quick (a dump of a small application is done in a second), then back off
+        # to poll_interval so a two-hour wait does not hammer the server.
+        interval = min(FIRST_POLL_INTERVAL, self.settings.poll_interval)
         while True:
             live = api.poll(policy, handle)
             if live.state is not BackupState.RUNNING or time.monotonic() >= deadline:
                 return live
-            self.sleep(min(self.settings.poll_interval, max(0.0, deadline - time.monotonic())))
+            self.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            interval = min(interval * 1.5, self.settings.poll_interval)
 
     def _expire(self, action: Action) -> str:
         policy = self.policies[action.ref]
