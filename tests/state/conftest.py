@@ -10,13 +10,9 @@ server is a failure: CI must never pass by skipping the team backend.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -24,21 +20,6 @@ import pytest
 
 from controller import state
 from controller.state.store import Store
-
-
-def _load_pgserver() -> ModuleType:
-    # By path, so it works under any pytest import mode and without tests/__init__.py.
-    spec = importlib.util.spec_from_file_location(
-        "converge_tests_pgserver", Path(__file__).resolve().parents[1] / "pgserver.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while executing it
-    spec.loader.exec_module(module)
-    return module
-
-
-pgserver = _load_pgserver()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,20 +33,6 @@ class Backend:
 
     def open(self, *, schema: str | None = None) -> Store:
         return state.open_store(self.url, schema=schema or self.schema)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    try:
-        server = pgserver.start()
-    except pgserver.PgUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no PostgreSQL server could be started: {exc}")
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-    try:
-        yield server
-    finally:
-        pgserver.stop(server)
 
 
 def _sqlite_backend(tmp_path: Path) -> Backend:
