@@ -99,14 +99,19 @@ def json_of(response: HttpResponse) -> Any:
 
 
 def bad_answer(
-    session: HttpSession, response: HttpResponse, message: str
+    session: HttpSession,
+    response: HttpResponse,
+    message: str,
+    *,
+    error: type[errors.PermanentApiError] = errors.PermanentApiError,
 ) -> errors.PermanentApiError:
     """An answer we cannot use, as an error that names the connection and the call.
 
-    For answers the session accepted (2xx) that still say "failed" or lack what we need;
-    status errors are the session's job.
+    For answers the session accepted (2xx) that still say "failed" or lack what we need
+    (``error=AuthError`` for a login that answered without a token); status errors are
+    the session's job.
     """
-    return errors.PermanentApiError(
+    return error(
         session.redact(message),
         connection=session.connection,
         method=response.method,

@@ -64,12 +64,8 @@ class CommvaultAuthenticator:
         token = answer.get("token")
         if answer.get("errList") or not isinstance(token, str) or not token:
             message = backups.server_text(answer.get("errList")) or "the answer has no token"
-            raise AuthError(
-                session.redact(f"login refused: {message}"),
-                connection=session.connection,
-                method=response.method,
-                path=response.path,
-                status=response.status,
+            raise backups.bad_answer(
+                session, response, f"login refused: {message}", error=AuthError
             )
         return {TOKEN_HEADER: token}
 

@@ -58,12 +58,8 @@ class VcdaAuthenticator:
         )
         token = response.headers.get(TOKEN_HEADER, "")
         if not token:
-            raise AuthError(
-                session.redact(f"the answer has no {TOKEN_HEADER} header"),
-                connection=session.connection,
-                method=response.method,
-                path=response.path,
-                status=response.status,
+            raise backups.bad_answer(
+                session, response, f"the answer has no {TOKEN_HEADER} header", error=AuthError
             )
         return {TOKEN_HEADER: token}
 
