@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -414,8 +415,6 @@ class _ProgressPrinter:
     """Progress of an apply: one rewritten status line on a terminal, plain lines elsewhere."""
 
     def __init__(self, state: Context, *, to_stderr: bool) -> None:
-        import threading
-
         self.state = state
         self.terminal = sys.stderr.isatty()
         self.to_stderr = to_stderr or self.terminal

@@ -97,9 +97,6 @@ class Clients:
                 )
             return self._backups[name]
 
-    def concurrency(self, name: str) -> int:
-        return self.parallelism or self.manifests.connection(name).concurrency
-
     def close(self) -> None:
         with self._lock:
             clients: list[Any] = [*self._era.values(), *self._backups.values()]

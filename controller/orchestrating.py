@@ -12,12 +12,22 @@ import getpass
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from controller import applying, archives, connecting, fetching, planning, policies, validating
+from controller import (
+    applying,
+    archives,
+    connecting,
+    diffing,
+    fetching,
+    planning,
+    policies,
+    validating,
+)
 from controller.applying import ApplyReport, ApplySettings, Progress
 from controller.clients.backups import BackupState
 from controller.connecting import Clients
@@ -64,11 +74,8 @@ class Scope:
     def everything(self) -> bool:
         return not self.selectors and not self.targets
 
-    def selects_labels(self, labels: dict[str, str] | object) -> bool:
-        return all(getattr(labels, "get", lambda _k: None)(k) == v for k, v in self.selectors)
-
-    def includes(self, ref: Ref, labels: object = None) -> bool:
-        if self.selectors and (labels is None or not self.selects_labels(labels)):
+    def includes(self, ref: Ref, labels: Mapping[str, str] | None = None) -> bool:
+        if self.selectors and not all((labels or {}).get(k) == v for k, v in self.selectors):
             return False
         if self.targets:
             return any(_target_matches(t, ref) for t in self.targets)
@@ -315,8 +322,6 @@ def check_guards(plan: Plan, *, max_deletes: int | None = None) -> None:
 
 def stale_refs(plan: Plan, live: LiveState, manifests: Manifests, *, now: datetime) -> list[str]:
     """What changed since ``plan`` was made, as ``Ref (why)`` strings; empty if nothing."""
-    from controller import diffing
-
     by_id = {
         (connection, str(obj["id"]).lower()): obj
         for connection, objs in live.roleapps.items()
@@ -325,9 +330,7 @@ def stale_refs(plan: Plan, live: LiveState, manifests: Manifests, *, now: dateti
     policies_by_ref = {Ref(Kind.BACKUP_POLICY, p.connection, p.name): p for p in manifests.policies}
     stale: list[str] = []
     for action in plan.actions:
-        why = _staleness(
-            action, by_id, live, policies_by_ref, now=now, fingerprint=diffing.fingerprint
-        )
+        why = _staleness(action, by_id, live, policies_by_ref, now=now)
         if why:
             stale.append(f"{action.ref} ({why})")
     return sorted(set(stale))
@@ -335,12 +338,11 @@ def stale_refs(plan: Plan, live: LiveState, manifests: Manifests, *, now: dateti
 
 def _staleness(
     action: Action,
-    by_id: dict[tuple[str, str], dict[str, object]],
+    by_id: Mapping[tuple[str, str], Mapping[str, Any]],
     live: LiveState,
-    policies_by_ref: dict[Ref, object],
+    policies_by_ref: Mapping[Ref, BackupPolicy],
     *,
     now: datetime,
-    fingerprint: Callable[[dict[str, object]], str],
 ) -> str | None:
     if action.ref.kind == Kind.ROLEAPP:
         # The archive reviewed is the one uploaded: checked here, before anything is
@@ -354,13 +356,13 @@ def _staleness(
             )
         if obj is None:
             return "no longer exists live"
-        return "changed live" if fingerprint(obj) != action.fingerprint else None
+        return "changed live" if diffing.fingerprint(obj) != action.fingerprint else None
     policy = policies_by_ref.get(action.ref)
     if policy is None:
         return "policy no longer declared"
     backups = live.backups.get(action.ref.name, [])
     if action.kind is ActionKind.BACKUP:
-        status = policies.evaluate(policy, backups, now=now)  # type: ignore[arg-type]
+        status = policies.evaluate(policy, backups, now=now)
         return None if status.due and status.state != "running" else f"now {status.state}"
     if action.kind is ActionKind.EXPIRE:
         ids = {b.id for b in backups if b.state is BackupState.SUCCEEDED}
@@ -373,7 +375,3 @@ def _archive_changed(upload: ArchiveUpload) -> bool:
         return archives.md5_hex(archives.archive_bytes(upload.path)) != upload.md5
     except archives.ArchiveError:
         return True
-
-
-def targets_for_display(plan: Plan) -> Sequence[str]:
-    return [str(a.ref) for a in plan.actions]

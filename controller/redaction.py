@@ -36,10 +36,16 @@ _URL_PASSWORD = re.compile(
 )
 
 
+def _normalised(key: str) -> str:
+    return key.replace("-", "").replace("_", "").lower()
+
+
+# Computed once: is_secret_key runs for every key of every payload a plan renders.
+_NORMALISED_SECRET_KEYS = frozenset(_normalised(k) for k in SECRET_KEYS)
+
+
 def is_secret_key(key: str) -> bool:
-    return key.replace("-", "").replace("_", "").lower() in {
-        k.replace("-", "").replace("_", "") for k in SECRET_KEYS
-    }
+    return _normalised(key) in _NORMALISED_SECRET_KEYS
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
