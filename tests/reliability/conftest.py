@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.emulator import commvault, element, era, vcda
 from controller.emulator.server import EmulatorServer
 from controller.emulator.storage import Storage
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import Result
 
 RUN_TIMEOUT = 150  # seconds: a hung converge fails the test instead of hanging CI
 
@@ -43,20 +44,8 @@ SUBCLIENT_ID = 123
 HOUR = 3600
 
 
-class Emulator:
-    """The running emulator: its control plane and server-side counts."""
-
-    def __init__(self, server: EmulatorServer) -> None:
-        self.server = server
-        self.http = httpx.Client(base_url=server.url, timeout=30)
-
-    def url(self, api: str) -> str:
-        return self.server.url_for(api)
-
-    def control(self, target: str, action: str, payload: dict[str, Any] | None = None) -> Any:
-        response = self.http.post(f"/_control/{target}/{action}", json=payload or {})
-        assert response.status_code < 400, response.text
-        return response.json() if response.content else None
+class Emulator(e2e.Emulator):
+    """The e2e harness's emulator handle, plus server-side counts read from storage."""
 
     def stats(self, api: str) -> dict[str, Any]:
         return self.control(api, "stats")
@@ -96,9 +85,6 @@ class Emulator:
         )
         for api in ("element", "vcda", "commvault"):
             self.control(api, "set_duration", {"seconds": 0.3})
-
-    def close(self) -> None:
-        self.http.close()
 
 
 def start_server(*, seed: int = 1) -> EmulatorServer:
@@ -282,17 +268,6 @@ class Workspace:
 
     def written_files(self) -> list[Path]:
         return [p for p in self.root.rglob("*") if p.is_file() and self.manifests not in p.parents]
-
-
-class Result:
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
 
 
 @pytest.fixture
