@@ -79,15 +79,24 @@ def _compile(schema: Any) -> Check:
         checks.append(_string(schema.get("pattern"), schema.get("minLength")))
     if keys & {"minimum", "maximum", "exclusiveMinimum"}:
         checks.append(_number(schema))
-    if keys & {"required", "properties", "additionalProperties", "minProperties"}:
+    if keys & {"required", "properties", "additionalProperties", "minProperties", "maxProperties"}:
         checks.append(_object(schema))
     if keys & {"items", "uniqueItems"}:
         checks.append(_array(schema.get("items"), schema.get("uniqueItems", False)))
     if "not" in keys:
         checks.append(_not(schema["not"]))
+    if "allOf" in keys:
+        checks.extend(_compile(sub) for sub in _subschemas(schema["allOf"]))
+    if "anyOf" in keys:
+        checks.append(_any_of([_compile(sub) for sub in _subschemas(schema["anyOf"])]))
+    if "if" in keys:
+        checks.append(_if(schema["if"], schema.get("then", True), schema.get("else", True)))
+    elif keys & {"then", "else"}:
+        pass  # without "if", JSON Schema ignores them
     handled = {"type", "const", "enum", "pattern", "minLength", "minimum", "maximum"}
     handled |= {"exclusiveMinimum", "required", "properties", "additionalProperties"}
-    handled |= {"minProperties", "items", "uniqueItems", "not"}
+    handled |= {"minProperties", "maxProperties", "items", "uniqueItems", "not"}
+    handled |= {"allOf", "anyOf", "if", "then", "else"}
     if keys - handled:
         raise _Unsupported(", ".join(sorted(keys - handled)))
     if not checks:
@@ -155,11 +164,14 @@ def _object(schema: Mapping[str, Any]) -> Check:
     additional = schema.get("additionalProperties", True)
     other: Check | None = None if additional is True else _compile(additional)
     min_properties = schema.get("minProperties", 0)
+    max_properties = schema.get("maxProperties")
 
     def check(value: Any) -> bool:
         if not isinstance(value, dict):
             return True
         if len(value) < min_properties:
+            return False
+        if max_properties is not None and len(value) > max_properties:
             return False
         for key in required:
             if key not in value:
@@ -201,3 +213,53 @@ def _not(inner: Any) -> Check:
     keys = tuple(inner["required"])
     # ``required`` holds for any non-object, so its negation needs an object missing a key.
     return lambda value: isinstance(value, dict) and any(k not in value for k in keys)
+
+
+def _subschemas(schemas: Any) -> list[Any]:
+    if not isinstance(schemas, list) or not schemas:
+        raise _Unsupported("allOf/anyOf must be a non-empty list")
+    return schemas
+
+
+def _any_of(checks: list[Check]) -> Check:
+    # One branch proven valid proves the whole; none proven is merely "unsure".
+    return lambda value: any(check(value) for check in checks)
+
+
+def _if(condition: Any, then: Any, otherwise: Any) -> Check:
+    # Choosing a branch needs the exact truth of "if", where the rest of this module only
+    # ever answers "valid" or "unsure"; so "if" is limited to what is decided exactly.
+    holds = _exactly(condition)
+    then_check, else_check = _compile(then), _compile(otherwise)
+    return lambda value: then_check(value) if holds(value) else else_check(value)
+
+
+def _exactly(schema: Any) -> Check:
+    """An exact predicate for ``{properties: {k: {const: s}}, required: [...]}`` only.
+
+    That is the shape of every ``if`` in the project's schemas ("when api is era, then
+    ..."). ``const`` is exact only for strings, booleans and null: JSON Schema takes 1 and
+    1.0 as equal, which the type-strict comparison here would not.
+    """
+    if not isinstance(schema, Mapping) or set(schema) - _ANNOTATIONS - {"properties", "required"}:
+        raise _Unsupported("if")
+    required = tuple(schema.get("required", ()))
+    constants: dict[str, Any] = {}
+    for key, sub in schema.get("properties", {}).items():
+        if not isinstance(sub, Mapping) or set(sub) - _ANNOTATIONS != {"const"}:
+            raise _Unsupported("if")
+        if not isinstance(sub["const"], str | bool | None):
+            raise _Unsupported("if: const of a number or container")
+        constants[key] = sub["const"]
+
+    def holds(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return True  # properties and required say nothing about other types
+        if any(key not in value for key in required):
+            return False
+        return all(
+            key not in value or (type(value[key]) is type(c) and value[key] == c)
+            for key, c in constants.items()
+        )
+
+    return holds

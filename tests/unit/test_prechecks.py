@@ -131,3 +131,170 @@ def test_unknown_keywords_mean_no_fast_path() -> None:
     check = prechecks.compile_schema({"type": "object", "oneOf": [{"required": ["a"]}]})
     assert not check({"a": 1})
     assert prechecks.compile_schema({"type": "string", "title": "t"})("x")
+
+
+VALID_CONNECTIONS: list[dict[str, Any]] = [
+    {
+        "apiVersion": "converge/v1",
+        "kind": "Connection",
+        "metadata": {"name": "era-main"},
+        "spec": {
+            "api": "era",
+            "url": "https://era.example.com",
+            "auth": {"domain": "d", "login": "l", "password": "p"},
+            "timeout": "30s",
+            "concurrency": 8,
+        },
+    },
+    {
+        "apiVersion": "converge/v1",
+        "kind": "Connection",
+        "metadata": {"name": "element-main"},
+        "spec": {
+            "api": "element",
+            "url": "sandbox",
+            "auth": {"clientId": "c", "clientSecret": "s"},
+        },
+    },
+    {
+        "apiVersion": "converge/v1",
+        "kind": "Connection",
+        "metadata": {"name": "vcda-main"},
+        "spec": {
+            "api": "vcda",
+            "url": "u",
+            "auth": {"type": "localUser", "user": "u", "password": "p"},
+        },
+    },
+    {
+        "apiVersion": "converge/v1",
+        "kind": "Connection",
+        "metadata": {"name": "commvault-main"},
+        "spec": {"api": "commvault", "url": "u", "auth": {"token": "t"}},
+    },
+]
+CONNECTION_PATHS = [
+    ("spec", "api"),
+    ("spec", "url"),
+    ("spec", "auth"),
+    ("spec", "auth", "domain"),
+    ("spec", "auth", "password"),
+    ("spec", "auth", "clientSecret"),
+    ("spec", "auth", "type"),
+    ("spec", "auth", "token"),
+    ("spec", "auth", "username"),
+    ("spec", "auth", "user"),
+    ("spec", "timeout"),
+    ("spec", "concurrency"),
+]
+connection_values = json_values | st.sampled_from(
+    ["era", "element", "vcda", "commvault", "localUser", "30s", 0, 8, 1.0, True]
+)
+
+
+def test_valid_connections_take_the_fast_path() -> None:
+    # Every real estate declares connections: if they missed the fast path, every command
+    # would import jsonschema for nothing.
+    for connection in VALID_CONNECTIONS:
+        assert validating._precheck(Kind.CONNECTION)(connection), connection["metadata"]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(VALID_CONNECTIONS),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(CONNECTION_PATHS), st.one_of(st.just(KeyError), connection_values)
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_mutated_connections_are_never_vouched_for_wrongly(
+    base: dict[str, Any], edits: list[tuple[Any, Any]]
+) -> None:
+    document: Any = copy.deepcopy(base)
+    for path, value in edits:
+        _set(document, path, value)
+    _agrees(Kind.CONNECTION, document)
+
+
+VALID_POLICY: dict[str, Any] = {
+    "apiVersion": "converge/v1",
+    "kind": "BackupPolicy",
+    "metadata": {"name": "element-nightly"},
+    "spec": {
+        "connection": "element-main",
+        "maxAge": "26h",
+        "source": {"elementApplication": {"applicationId": "5c1b0c4e-2d5e-4a53-9d2b-2f3f1d1d1d1d"}},
+    },
+}
+POLICY_PATHS = [
+    ("spec", "source"),
+    ("spec", "source", "vcdaAppliance"),
+    ("spec", "source", "commvaultDynamoDB"),
+    ("spec", "source", "elementApplication"),
+    ("spec", "maxAge"),
+    ("spec", "connection"),
+]
+
+
+def test_a_valid_policy_takes_the_fast_path() -> None:
+    assert validating._precheck(Kind.BACKUP_POLICY)(VALID_POLICY)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(POLICY_PATHS), st.one_of(st.just(KeyError), json_values)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_mutated_policies_are_never_vouched_for_wrongly(edits: list[tuple[Any, Any]]) -> None:
+    document: Any = copy.deepcopy(VALID_POLICY)
+    for path, value in edits:
+        _set(document, path, value)
+    _agrees(Kind.BACKUP_POLICY, document)
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "vouched"),
+    [
+        (
+            {
+                "if": {"properties": {"a": {"const": "x"}}, "required": ["a"]},
+                "then": {"required": ["b"]},
+            },
+            {"a": "x", "b": 1},
+            True,
+        ),
+        (
+            {
+                "if": {"properties": {"a": {"const": "x"}}, "required": ["a"]},
+                "then": {"required": ["b"]},
+            },
+            {"a": "x"},
+            False,
+        ),
+        (
+            {
+                "if": {"properties": {"a": {"const": "x"}}, "required": ["a"]},
+                "then": {"required": ["b"]},
+            },
+            {"a": "y"},
+            True,
+        ),
+        (
+            {"if": {"properties": {"a": {"const": 1}}}, "then": {"required": ["b"]}},
+            {"a": 1, "b": 1},
+            False,
+        ),
+        ({"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, {"b": 1}, True),
+        ({"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, {"c": 1}, False),
+        ({"allOf": [{"required": ["a"]}, {"required": ["b"]}]}, {"a": 1}, False),
+        ({"maxProperties": 1}, {"a": 1, "b": 2}, False),
+    ],
+)
+def test_combinators(schema: dict[str, Any], value: Any, vouched: bool) -> None:
+    assert prechecks.compile_schema(schema)(value) is vouched
