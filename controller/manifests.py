@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -100,9 +101,19 @@ class RoleApp:
 
 @functools.cache
 def _create_id(connection: str, name: str) -> str:
-    # Cached: planning asks each roleapp twice, and uuid5 costs ~10 us (a tenth of a plan's
-    # per-object budget at 10,000 roleapps); the cache holds one string per declared roleapp.
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"converge:{connection}/{name}"))
+    # Cached: planning asks each roleapp twice. And uuid5 by hand: ``uuid.uuid5`` builds and
+    # validates a UUID object only to format it, ~8 us where this takes ~3 us (every plan
+    # computes one per declared roleapp). Same bytes as uuid5; tests/unit compares them.
+    digest = bytearray(
+        hashlib.sha1(_URL_NAMESPACE + f"converge:{connection}/{name}".encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
