@@ -52,6 +52,8 @@ __all__ = [
     "FaultRule",
     "FaultRules",
     "Harness",
+    "encode_json",
+    "encoded_json_response",
     "json_response",
     "path_template",
 ]
@@ -118,11 +120,27 @@ class EmuResponse:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+# One encoder for every answer: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact JSON as UTF-8; non-ASCII text (Cyrillic titles) is sent as is, not escaped."""
+    return _ENCODER.encode(payload).encode("utf-8")
+
+
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> EmuResponse:
-    """A JSON answer; non-ASCII text (Cyrillic titles) is sent as UTF-8, not escaped."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """A JSON answer (see :func:`encode_json`)."""
+    return encoded_json_response(status, encode_json(payload), headers)
+
+
+def encoded_json_response(
+    status: int, body: bytes, headers: dict[str, str] | None = None
+) -> EmuResponse:
+    """A JSON answer whose body is already encoded (Era's pages of cached fragments)."""
     all_headers = {"Content-Type": "application/json; charset=utf-8"}
-    all_headers.update(headers or {})
+    if headers:
+        all_headers.update(headers)
     return EmuResponse(status, body, all_headers)
 
 

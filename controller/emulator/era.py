@@ -14,6 +14,7 @@ Choices where Era's documentation is silent (documented for the controller's aut
   (1000): a page may be shorter than asked and still not be the last.
 - The default order is ``ext.ct`` then ``id``, so paging is stable; ``order`` sorts on top
   of it. The sorted list is cached per (filter, order) and dropped on every write.
+  Each entity's encoded shape per (mask, flat) is cached too (``era_pages``).
 - ``PUT .../attachment`` answers 204; ``DELETE`` on the entity or archive answers 204.
 """
 
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from controller.emulator import core, era_query, era_roleapps, era_sessions, storage
+from controller.emulator import core, era_pages, era_query, era_roleapps, era_sessions, storage
 
 __all__ = ["DEFAULT_CREDENTIALS", "EraApi", "error_response"]
 
@@ -79,6 +80,7 @@ class EraApi:
         self._harness = core.Harness(template=_stats_template)
         self._lock = threading.RLock()
         self._listings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._pages = era_pages.PageEncoder()
 
     # --- EmulatedApi ----------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class EraApi:
             with self._lock:
                 self._storage.clear()
                 self._listings.clear()
+                self._pages.clear()
             self.sessions.reset()
             self._harness.reset()
             return {"reset": True}
@@ -234,11 +237,14 @@ class EraApi:
         self._listings.clear()
 
     def _shape(self, entity: Mapping[str, Any], request: core.EmuRequest) -> Any:
-        return self._shaper(request)(entity)
+        return self._shaper(request)[1](entity)
 
     @staticmethod
-    def _shaper(request: core.EmuRequest) -> Callable[[Mapping[str, Any]], Any]:
-        """The request's ``mask`` and ``flat``, parsed once for a whole page."""
+    def _shaper(
+        request: core.EmuRequest,
+    ) -> tuple[era_pages.ShapeKey, Callable[[Mapping[str, Any]], Any]]:
+        """The request's ``mask`` and ``flat``, parsed once for a whole page, as a shaping
+        function and the key its results are cached under."""
         mask = era_query.parse_mask(request.param("mask"))
         flat = era_query.parse_bool(request.param("flat"), "flat")
 
@@ -246,7 +252,8 @@ class EraApi:
             shaped = era_query.apply_mask(entity, mask) if mask is not None else entity
             return era_query.flatten(shaped) if flat else shaped
 
-        return shape
+        key = (None if mask is None else tuple(tuple(parts) for parts in mask), flat)
+        return key, shape
 
     def _list(self, request: core.EmuRequest) -> core.EmuResponse:
         offset = _int_param(request, "offset", 0)
@@ -254,12 +261,10 @@ class EraApi:
         # Validate every parameter first, so an empty page still rejects bad input.
         era_query.parse_filter(request.param("filter"))
         era_query.parse_order(request.param("order"))
-        era_query.parse_mask(request.param("mask"))
-        era_query.parse_bool(request.param("flat"), "flat")
+        key, shape = self._shaper(request)
         listing = self._listing(request.param("filter") or "", request.param("order") or "")
         page = listing[offset : offset + min(limit, self.page_cap)]
-        shape = self._shaper(request)
-        return core.json_response(200, [shape(e) for e in page])
+        return core.encoded_json_response(200, self._pages.encode(page, key, shape))
 
     def _listing(self, filter_text: str, order_text: str) -> list[dict[str, Any]]:
         """Filtered and sorted roleapps, cached until the next write."""
@@ -311,6 +316,7 @@ class EraApi:
             self._storage.delete("attachments", roleapp_id)
             self._storage.delete("roleapps", roleapp_id)
             self._listings.clear()
+            self._pages.forget(roleapp_id)
         return core.EmuResponse(204)
 
     def _lookup(self, request: core.EmuRequest) -> core.EmuResponse:

@@ -86,6 +86,11 @@ def apply_mask(entity: Mapping[str, Any], paths: Sequence[Sequence[str]]) -> dic
     """Only the masked fields, nesting kept; fields the entity lacks are left out."""
     result: dict[str, Any] = {}
     for parts in paths:
+        if len(parts) == 1:
+            # The usual mask names top-level fields only: nothing to walk or nest.
+            if parts[0] in entity:
+                result[parts[0]] = entity[parts[0]]
+            continue
         source: Any = entity
         for part in parts:
             if not isinstance(source, Mapping) or part not in source:

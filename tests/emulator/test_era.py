@@ -356,6 +356,48 @@ def test_mask_filter_order_flat(era_api: era.EraApi) -> None:
     ]
 
 
+def test_a_listed_page_is_the_compact_json_of_its_shaped_entities(era_api: era.EraApi) -> None:
+    seed(era_api, 5)
+    auth = login_token(era_api)
+    create(era_api, auth, id="ru", title="АРМ оператора")
+    for query in ({}, {"mask": "id,title"}, {"mask": "title,ext.ct", "flat": "true"}):
+        for _ in range(2):  # the second answer comes from the cached encodings
+            response = era_api.handle(request("GET", ROLEAPPS, headers=auth, query=query))
+            shaped = json.loads(response.body)
+            expected = json.dumps(shaped, ensure_ascii=False, separators=(",", ":"))
+            assert response.body == expected.encode("utf-8")
+            assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert b"\xd0\x90\xd0\xa0\xd0\x9c" in response.body  # Cyrillic sent as UTF-8, not \u escapes
+
+
+def test_listed_pages_follow_every_write(era_api: era.EraApi, clock: FakeClock) -> None:
+    auth = login_token(era_api)
+    create(era_api, auth, id="a", title="one")
+    create(era_api, auth, id="b", title="two")
+    query = {"mask": "id,title"}
+    assert call(era_api, "GET", ROLEAPPS, auth, query=query)[1] == [
+        {"id": "a", "title": "one"},
+        {"id": "b", "title": "two"},
+    ]
+    call(era_api, "PATCH", f"{ROLEAPPS}/a", auth, body={"title": "edited"})
+    era_api.control("edit", {"id": "b", "fields": {"title": "by hand"}})
+    assert call(era_api, "GET", ROLEAPPS, auth, query=query)[1] == [
+        {"id": "a", "title": "edited"},
+        {"id": "b", "title": "by hand"},
+    ]
+    call(era_api, "DELETE", f"{ROLEAPPS}/a", auth)
+    clock.advance(1)
+    create(era_api, auth, id="a", title="again")  # the same id, a new entity
+    era_api.control("seed", {"roleapps": [{"id": "b", "folder": "f", "title": "seeded"}]})
+    assert call(era_api, "GET", ROLEAPPS, auth, query=query)[1] == [
+        {"id": "a", "title": "again"},
+        {"id": "b", "title": "seeded"},  # seeded anew: created now, after "a" by id
+    ]
+    era_api.control("reset", {})
+    auth = login_token(era_api)
+    assert call(era_api, "GET", ROLEAPPS, auth, query=query)[1] == []
+
+
 def test_get_with_mask_and_flat(era_api: era.EraApi) -> None:
     auth = login_token(era_api)
     create(era_api, auth, id="app-1", opts={"visible": True, "recv_timeout": 30})
