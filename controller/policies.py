@@ -2,7 +2,9 @@
 
 Called by planning (a ``backup`` action for each due policy, an ``expire`` action for each
 backup retention removes) and by the CLI's status views. No I/O and no clock: ``now`` is
-a parameter, a tz-aware UTC datetime. The only croniter importer.
+a parameter, a tz-aware UTC datetime. The only croniter importer, and only inside the
+functions that need it: croniter and dateutil take ~20 ms to import, which a run over an
+estate without backup policies (and ``converge validate`` of one) never needs to spend.
 
 Schedules and daylight saving time. Slots are computed by croniter on datetimes aware of
 the policy's zone, then normalised to one instant per wall-clock slot, as cron daemons do:
@@ -20,8 +22,6 @@ import enum
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
-
-from croniter import croniter
 
 from controller import durations
 from controller.clients.backups import BackupState, LiveBackup
@@ -171,6 +171,8 @@ def expirable(
 
 def is_valid_schedule(expression: str) -> bool:
     """For validating: whether croniter accepts ``expression``."""
+    from croniter import croniter
+
     return bool(croniter.is_valid(expression))
 
 
@@ -198,6 +200,8 @@ def _sort_key(backup: LiveBackup) -> tuple[datetime, datetime, str]:
 
 def _latest_slots(policy: BackupPolicy, now: datetime) -> tuple[datetime, ...]:
     """The two most recent slot instants at or before ``now`` (UTC, newest first)."""
+    from croniter import croniter
+
     assert policy.schedule is not None
     zone = ZoneInfo(policy.timezone or "UTC")
     hourly = _covers_every_hour(policy.schedule)
@@ -226,6 +230,8 @@ def _normalise(slot: datetime, zone: ZoneInfo, *, hourly: bool) -> datetime | No
 
 
 def _covers_every_hour(expression: str) -> bool:
+    from croniter import croniter
+
     hours = croniter(expression).expanded[1]
     return hours == ["*"] or len(hours) == 24
 
