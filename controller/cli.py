@@ -5,25 +5,30 @@ command hands its options to a module that does the work (validating, the emulat
 ``orchestrating`` for plan/apply/drift) and prints what comes back. Every error leaves
 through ``ConvergeGroup.invoke``: a ``ConvergeError`` prints its message and exits with
 its code; anything else is an internal error, shown without a traceback unless ``-v``.
+
+Why the layers are imported inside the commands: a run is a short-lived process, and
+loading the network, state and planning layers (httpx, croniter, sqlite, ...) costs more
+than ``--version``, ``--help`` or ``validate`` do. At module level this imports only
+click and light modules; tests/unit/test_startup.py checks that it stays so.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from controller import __version__, durations, orchestrating, redaction, rendering, validating
-from controller.applying import ApplySettings, Progress
+from controller import __version__, defaults, durations, redaction
 from controller.errors import ConvergeError, ManifestError
-from controller.rendering import results
+
+if TYPE_CHECKING:
+    from controller import orchestrating
+    from controller.applying import Progress
 
 
 class Context:
@@ -64,6 +69,8 @@ class ConvergeGroup(click.Group):
         except Exception as exc:  # the last line of defence: never a bare traceback
             state = ctx.find_object(Context) or Context()
             if state.verbose:
+                import traceback
+
                 state.echo(traceback.format_exc(), err=True)
             state.echo(
                 f"Error: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
@@ -75,6 +82,8 @@ class ConvergeGroup(click.Group):
 def _verbose_option(f: Callable[..., Any]) -> Callable[..., Any]:
     def set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> int:
         if value:
+            import logging  # ~10 ms to import: only when -v asks for log lines
+
             state = ctx.ensure_object(Context)
             state.verbose = max(state.verbose, value)
             logging.basicConfig(
@@ -136,6 +145,8 @@ def validate(state: Context, paths: tuple[str, ...]) -> None:
     Prints every problem as FILE:LINE: KEY: MESSAGE and exits 1, or one summary line and
     exits 0. Secret variables need not be set: validate never uses their values.
     """
+    from controller import validating
+
     manifests = validating.validate(paths or (".",))
     state.echo(f"OK: {validating.summary(manifests)}")
     if state.verbose and manifests.unset_secrets:
@@ -219,7 +230,7 @@ def state_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--state",
             "state_url",
             envvar="CONVERGE_STATE",
-            default=orchestrating.DEFAULT_STATE,
+            default=defaults.DEFAULT_STATE,
             show_default=True,
             help="Where converge keeps its inventory: sqlite:///PATH or postgresql://...",
         ),
@@ -265,6 +276,8 @@ def _run_options(
     prune: bool = True,
     parallelism: int | None = None,
 ) -> orchestrating.RunOptions:
+    from controller import orchestrating
+
     return orchestrating.RunOptions(
         paths=paths or (".",),
         state_url=state_url,
@@ -313,6 +326,8 @@ def plan(
     Exit codes: 0 success (with --detailed-exitcode: no changes), 2 changes pending
     (--detailed-exitcode), 1 error, 4 a safety guard (preventDestroy) refuses the plan.
     """
+    from controller import orchestrating, rendering
+
     with orchestrating.Run(
         _run_options(paths, prune=not no_prune, **options), command="plan"
     ) as run:
@@ -378,6 +393,10 @@ def apply(
     Exit codes: 0 done, 1 error (nothing applied), 3 stale saved plan, 4 refused by a
     guard or the state lock, 5 some actions failed (the report lists each).
     """
+    from controller import orchestrating, rendering
+    from controller.applying import ApplySettings
+    from controller.rendering import results
+
     interactive = sys.stdin.isatty()
     if not (auto_approve or plan_file or interactive):
         raise orchestrating.UsageError(
@@ -422,6 +441,8 @@ class _ProgressPrinter:
         self.width = 0
 
     def __call__(self, progress: Progress) -> None:
+        from controller.rendering import results  # loaded by apply already: a dict lookup
+
         with self.lock:
             if self.terminal:
                 self._status(progress)
@@ -429,6 +450,8 @@ class _ProgressPrinter:
                 self.state.echo(results.progress_line(progress), err=self.to_stderr)
 
     def _status(self, progress: Progress) -> None:
+        from controller.rendering import results
+
         action = progress.action
         if progress.result is not None and progress.result.outcome != "succeeded":
             self._clear()
@@ -454,7 +477,7 @@ def state_store_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--state",
         "state_url",
         envvar="CONVERGE_STATE",
-        default=orchestrating.DEFAULT_STATE,
+        default=defaults.DEFAULT_STATE,
         show_default=True,
         help="The state: sqlite:///PATH or postgresql://...",
     )(f)
@@ -629,7 +652,7 @@ def drift(
     Exit codes: 0 no drift and every policy compliant (unmanaged objects, running and
     suspended policies do not count), 2 drift or a non-compliant policy, 1 error.
     """
-    from controller import drifting  # loaded only for this command
+    from controller import drifting, orchestrating  # loaded only for this command
     from controller.rendering import drift_text
     from controller.rendering.drift import render_drift
 

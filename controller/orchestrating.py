@@ -31,14 +31,13 @@ from controller import (
 from controller.applying import ApplyReport, ApplySettings, Progress
 from controller.clients.backups import BackupState
 from controller.connecting import Clients
+from controller.defaults import DEFAULT_STATE
 from controller.errors import ApiError, ConvergeError, GuardError, StalePlanError
 from controller.fetching import LiveState
 from controller.manifests import Api, BackupPolicy, Kind, Manifests
 from controller.plans import Action, ActionKind, ArchiveUpload, Plan, Ref
 from controller.state import open_store
 from controller.state.store import Store
-
-DEFAULT_STATE = "sqlite:///.converge/state.db"
 
 
 class UsageError(ConvergeError):
