@@ -516,3 +516,27 @@ def test_json_body_and_custom_method_reach_the_server(make_session):
 
     assert make_session(handler).request("lookup", "/x", json="abc").json() == ["abc"]
     assert seen == [("LOOKUP", "abc")]
+
+
+def test_urls_joined_once_per_path_are_the_same_urls_and_the_cache_is_bounded(
+    make_session, monkeypatch
+):
+    monkeypatch.setattr(http, "URL_CACHE_SIZE", 2)
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={})
+
+    session = make_session(handler)
+    for path in ["/a", "/a", "/a?secret=1", "/b c", "/b c", "/d", "/d"]:
+        session.request("GET", path)
+    session.request("GET", "/a", params={"limit": 5})
+    base = "http://era.test/era"
+    assert seen == [
+        *[f"{base}/a"] * 3,
+        *[f"{base}/b%20c"] * 2,
+        *[f"{base}/d"] * 2,
+        f"{base}/a?limit=5",
+    ]
+    assert len(session._urls) == 2
