@@ -14,6 +14,7 @@ click and light modules; tests/unit/test_startup.py checks that it stays so.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -133,6 +134,26 @@ def main(ctx: click.Context) -> None:
     manifests and plans and applies the calls that make live match git.
     """
     ctx.ensure_object(Context)
+    if ctx.invoked_subcommand != "emulator":  # a long-running server keeps the defaults
+        _collect_less_often(ctx)
+
+
+# Why: the cyclic GC's default first threshold (700 net allocations) suits long-running
+# programs. A converge run is short and keeps nearly all it builds to the end (documents,
+# manifests, live objects, the plan), with almost no cycles, so each collection rescans
+# survivors for nothing. Over 10,000 manifests (CPU, min of 7-11 alternating runs) this
+# cut validate 1.51 -> 1.23 s and plan 3.02 -> 2.60 s, about what gc.disable() saves, with
+# peak memory unchanged. Collections still run, every 50,000 net allocations, so cycles
+# that an apply's threads or retries leave are still freed. gc.freeze() after the imports
+# was tried on top and added nothing measurable.
+_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def _collect_less_often(ctx: click.Context) -> None:
+    previous = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLDS)
+    # Restored when the command ends, for callers running several in one process (tests).
+    ctx.call_on_close(lambda: gc.set_threshold(*previous))
 
 
 @main.command()
