@@ -16,6 +16,7 @@ and the server-wide faults; each API (``core.EmulatedApi``) owns its state and i
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import random
@@ -24,10 +25,11 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from controller.emulator import core
+from controller.emulator import core, framing
 
 __all__ = ["EmulatorServer", "ServerFaults"]
 
@@ -35,8 +37,6 @@ log = logging.getLogger(__name__)
 
 # Where an API lives below the server root when it is not simply "/<mount>".
 _BASE_PATHS = {"commvault": "/commvault/commandcenter/api"}
-
-_MAX_BODY = 512 * 1024 * 1024  # a roleapp archive is a zip of a few MB; refuse absurd sizes
 
 
 def base_path(api: core.EmulatedApi) -> str:
@@ -178,26 +178,103 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: no line per request."""
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0 or length > _MAX_BODY:
-            raise ValueError(f"bad Content-Length {length}")
-        return self.rfile.read(length) if length else b""
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Quiet, without formatting the line ``log_message`` would drop anyway."""
+
+    # (second, its Date header text): see date_time_string.
+    _date: tuple[int, str] = (-1, "")
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # ``email.utils.formatdate`` per answer is measurable; the Date header changes once
+        # a second, so its text is made once a second.
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        cached = _Handler._date
+        if cached[0] != second:
+            cached = _Handler._date = (second, super().date_time_string(second))
+        return cached[1]
+
+    def parse_request(self) -> bool:
+        """``BaseHTTPRequestHandler.parse_request`` with the header block read by
+        ``framing.parse_headers`` instead of the ``email`` package (see ``framing``).
+
+        The rest is the standard library's (3.11), so an odd request line gets the same
+        answer as before: 400 for a bad version or syntax, 505 for HTTP/2, HTTP/0.9 rules.
+        """
+        self.command = None  # type: ignore[assignment]  # set in case of an error below
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:  # enough to determine the protocol version
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                parts = base_version_number.split(".")
+                # RFC 2145 section 3.1: one ".", each side a separate integer.
+                if len(parts) != 2:
+                    raise ValueError
+                if any(not part.isdigit() or len(part) > 10 for part in parts):
+                    raise ValueError
+                version_number = int(parts[0]), int(parts[1])
+            except (ValueError, IndexError):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if version_number >= (2, 0):
+                self.send_error(
+                    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                    f"Invalid HTTP version ({base_version_number})",
+                )
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad HTTP/0.9 request type ({command!r})")
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):  # gh-87389: no open redirect through "//host/path"
+            self.path = "/" + self.path.lstrip("/")
+        try:
+            self.headers = framing.parse_headers(self.rfile)  # type: ignore[assignment]
+        except http.client.LineTooLong as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err)
+            )
+            return False
+        conntype = self.headers.get("Connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        expect = self.headers.get("Expect", "")
+        if (
+            expect.lower() == "100-continue"
+            and self.protocol_version >= "HTTP/1.1"
+            and self.request_version >= "HTTP/1.1"
+        ):
+            return bool(self.handle_expect_100())
+        return True
 
     def _dispatch(self) -> None:
         emulator = self.server.emulator
         try:
-            body = self._read_body()
+            body = framing.read_body(self.rfile, self.headers)
         except ValueError as exc:
             self.close_connection = True
             self._write(core.generic_error(400, f"bad request framing: {exc}"))
@@ -237,9 +314,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", length or str(len(response.body)))
         if headers.get("Connection", "").lower() == "close":
             self.close_connection = True
-        self.end_headers()
+        # end_headers() writes the head, then the body would go in a second write: one
+        # write instead saves a system call and a TCP segment per answer.
+        buffer: list[bytes] = getattr(self, "_headers_buffer", [])
+        if self.request_version != "HTTP/0.9":
+            buffer.append(b"\r\n")
         if self.command.upper() != "HEAD" and response.body:
-            self.wfile.write(response.body)
+            buffer.append(response.body)
+        self._headers_buffer = []
+        if buffer:
+            self.wfile.write(b"".join(buffer))
 
 
 class EmulatorServer:
