@@ -126,25 +126,39 @@ def field_change(path: str, before: Any, after: Any) -> FieldChange:
 def _project(
     obj: Mapping[str, Any], fields: Mapping[str, Any], ignored: tuple[str, ...]
 ) -> dict[str, Any]:
-    """``obj`` reduced to the keys ``fields`` manages, roles sorted, ignored paths dropped."""
+    """``obj`` reduced to the keys ``fields`` manages, roles sorted, ignored paths dropped.
+
+    Runs twice per declared roleapp in every plan, hence the plain ``dict`` checks before
+    the ABC ones (an ``isinstance(x, Mapping)`` costs several times more) and no per-key
+    string building unless some ``opts`` path is ignored.
+    """
     projection: dict[str, Any] = {}
     for key, wanted in fields.items():
         if key in SERVER_OWNED_TOP or key in ignored:
             continue
         value = obj.get(key, _MISSING)
-        if key == "opts" and isinstance(wanted, Mapping):
-            opts = value if isinstance(value, Mapping) else {}
-            projection[key] = {
-                opt: opts.get(opt, _MISSING)
-                for opt in wanted
-                if opt not in SERVER_OWNED_OPTS and f"opts.{opt}" not in ignored
-            }
-        elif key == "roles" and isinstance(value, list | tuple):
+        if key == "opts" and _is_mapping(wanted):
+            opts = value if _is_mapping(value) else {}
+            if ignored:
+                projection[key] = {
+                    opt: opts.get(opt, _MISSING)
+                    for opt in wanted
+                    if opt not in SERVER_OWNED_OPTS and f"opts.{opt}" not in ignored
+                }
+            else:
+                projection[key] = {
+                    opt: opts.get(opt, _MISSING) for opt in wanted if opt not in SERVER_OWNED_OPTS
+                }
+        elif key == "roles" and (type(value) is list or isinstance(value, list | tuple)):
             # A set (order and repeats are not drift), kept as a sorted list for the output.
             projection[key] = sorted(set(value), key=str)
         else:
             projection[key] = value
     return projection
+
+
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _copy(value: Any) -> Any:

@@ -168,11 +168,10 @@ class _RoleAppPlanner:
         self.managed.append(
             Managed(ref=ref, id=object_id, prevent_destroy=roleapp.lifecycle.prevent_destroy)
         )
-        source = str(roleapp.source)
         if obj is None:
-            self._plan_create(roleapp, ref=ref, object_id=object_id, how=how, source=source)
+            self._plan_create(roleapp, ref=ref, object_id=object_id, how=how)
         else:
-            self._plan_live(roleapp, obj, ref=ref, object_id=object_id, how=how, source=source)
+            self._plan_live(roleapp, obj, ref=ref, object_id=object_id, how=how)
 
     def _adoptable(self, roleapp: RoleApp) -> Mapping[str, Any] | None:
         candidates = [
@@ -183,9 +182,8 @@ class _RoleAppPlanner:
         # Several unclaimed objects with one folder: take the lowest id, so plans repeat.
         return min(candidates, key=lambda o: str(o["id"])) if candidates else None
 
-    def _plan_create(
-        self, roleapp: RoleApp, *, ref: Ref, object_id: str, how: str, source: str
-    ) -> None:
+    def _plan_create(self, roleapp: RoleApp, *, ref: Ref, object_id: str, how: str) -> None:
+        source = str(roleapp.source)
         reason = {
             "spec.id": "spec.id not live: creating with that id",
             "inventory": "recorded object gone: creating again with its id",
@@ -224,7 +222,6 @@ class _RoleAppPlanner:
         ref: Ref,
         object_id: str,
         how: str,
-        source: str,
     ) -> None:
         changes = diffing.diff(roleapp, obj)
         archive_change = None
@@ -236,6 +233,7 @@ class _RoleAppPlanner:
         if how != "folder" and not changes and archive_change is None:
             self.unchanged += 1
             return
+        source = str(roleapp.source)  # only for actions: most roleapps in a plan have none
         fingerprint = diffing.fingerprint(obj)
         if how == "folder":
             self.actions.append(
