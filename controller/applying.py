@@ -15,6 +15,7 @@ Called by orchestrating, with the state lock held. Why the shape:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import threading
@@ -33,7 +34,7 @@ from controller.state.store import BackupRecord, InventoryEntry, Store
 
 FIRST_POLL_INTERVAL = 0.2  # seconds before the first re-poll of a running backup
 POLL_INTERVAL = 1.0  # seconds between polls of a running backup; the servers are slow anyway
-MAX_WORKERS = 64  # threads for independent objects; each connection's client bounds its own
+MAX_WORKERS = 64  # most threads for one connection's objects, or for all the backups
 
 
 class Outcome(enum.StrEnum):
@@ -117,18 +118,39 @@ class Applier:
         self._total = len(plan.actions)
         self._prevent_destroy = {m.ref: m.prevent_destroy for m in plan.managed}
         chains, deletes = _chains(plan.actions)
-        results: list[ActionResult] = []
-        with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(chains)))) as pool:
-            for chain_results in pool.map(self._run_chain, chains):
-                results.extend(chain_results)
+        results = self._run_chains(chains)
         if deletes:
-            with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(deletes)))) as pool:
-                for chain_results in pool.map(self._run_chain, [[a] for a in deletes]):
-                    results.extend(chain_results)
+            results.extend(self._run_chains([[a] for a in deletes]))
         self._record_unchanged(plan, results)
         order = {id(a): i for i, a in enumerate(plan.actions)}
         results.sort(key=lambda r: order[id(r.action)])
         return ApplyReport(results=tuple(results))
+
+    def _run_chains(self, chains: Sequence[Sequence[Action]]) -> list[ActionResult]:
+        """Run independent chains in parallel: one pool per connection, one for backups.
+
+        Why per connection, sized to its concurrency: a roleapp chain waits on nothing but
+        its connection's client, which lets ``concurrency`` requests through at a time.
+        More threads than that only queue on the client's semaphore, and each hand-over
+        wakes one of them: with 64 threads for 16 slots that cost ~0.3 ms of CPU per
+        create. Connections still run side by side, as with one big pool. A backup chain
+        mostly sleeps between polls, so backups keep one thread each, up to MAX_WORKERS.
+        """
+        groups: dict[str | None, list[Sequence[Action]]] = {}
+        for chain in chains:
+            ref = chain[0].ref
+            groups.setdefault(
+                None if ref.kind == Kind.BACKUP_POLICY else ref.connection, []
+            ).append(chain)
+        with contextlib.ExitStack() as stack:
+            futures = []
+            for connection, group in groups.items():
+                bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(max_workers=max(1, min(bound, MAX_WORKERS, len(group))))
+                )
+                futures.extend(pool.submit(self._run_chain, chain) for chain in group)
+            return [result for future in futures for result in future.result()]
 
     # -- one object's actions, in order ---------------------------------------------------
 

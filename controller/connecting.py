@@ -87,6 +87,10 @@ class Clients:
                 self._era[name] = EraClient.connect(settings, auth, **self.session_options)
             return self._era[name]
 
+    def concurrency(self, name: str) -> int:
+        """Most requests at once to connection ``name``: what its client's semaphore allows."""
+        return self.parallelism or self.manifests.connection(name).concurrency
+
     def backups(self, name: str) -> backup_clients.BackupApi:
         with self._lock:
             if name not in self._backups:
@@ -111,9 +115,7 @@ class Clients:
     # -- internals (called with self._lock held) --------------------------------------------
 
     def _endpoint(self, connection: Connection) -> tuple[http.HttpSettings, dict[str, str]]:
-        overrides: dict[str, Any] = {}
-        if self.parallelism:
-            overrides["concurrency"] = self.parallelism
+        overrides: dict[str, Any] = {"concurrency": self.concurrency(connection.name)}
         if not connection.is_sandbox:
             return http.HttpSettings.from_connection(connection, **overrides), dict(connection.auth)
         sandbox = self._start_sandbox()

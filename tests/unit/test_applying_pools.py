@@ -1,0 +1,98 @@
+"""Applier's threads: each connection's objects run at its concurrency, side by side.
+
+Fakes stand in for the clients and the store, so the test counts what runs at once
+without a network.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from controller import applying
+from controller.manifests import Kind
+from controller.plans import Action, ActionKind, Managed, Plan, Ref
+from controller.state.store import InventoryEntry
+
+CONCURRENCY = {"era-a": 2, "era-b": 3}
+
+
+class _Era:
+    def __init__(self, name: str, clients: _Clients) -> None:
+        self.name = name
+        self.clients = clients
+
+    def create(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        with self.clients.lock:
+            self.clients.running[self.name] += 1
+            self.clients.peak[self.name] = max(
+                self.clients.peak[self.name], self.clients.running[self.name]
+            )
+            self.clients.overlap |= {n for n, k in self.clients.running.items() if k} == {
+                "era-a",
+                "era-b",
+            }
+        time.sleep(0.01)
+        with self.clients.lock:
+            self.clients.running[self.name] -= 1
+        return dict(entity)
+
+
+class _Clients:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.overlap = False
+
+    def concurrency(self, name: str) -> int:
+        return CONCURRENCY[name]
+
+    def era(self, name: str) -> _Era:
+        return _Era(name, self)
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[InventoryEntry] = []
+
+    def upsert_inventory(self, entries: Iterable[InventoryEntry]) -> None:
+        with self.lock:
+            self.entries.extend(entries)
+
+    def remove_inventory(self, kind: str, connection: str, name: str) -> bool:
+        return False
+
+
+def _create(connection: str, n: int) -> Action:
+    ref = Ref(Kind.ROLEAPP, connection, f"app-{n:03d}")
+    return Action(
+        kind=ActionKind.CREATE, ref=ref, reason="new", id=f"id-{connection}-{n}", desired={}
+    )
+
+
+def test_each_connection_runs_at_its_own_concurrency_and_all_are_recorded():
+    actions = tuple(_create(c, n) for c in CONCURRENCY for n in range(12))
+    plan = Plan(
+        created=datetime.now(UTC),
+        actions=actions,
+        managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
+    )
+    clients, store = _Clients(), _Store()
+    applier = applying.Applier(
+        clients=clients,  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+    )
+    report = applier.apply(plan)
+    assert [r.action for r in report.results] == list(actions)  # plan order
+    assert report.count(applying.Outcome.SUCCEEDED) == len(actions)
+    assert clients.peak == Counter(CONCURRENCY)
+    assert clients.overlap  # the two connections' objects ran side by side
+    # Each create is recorded on its own, then every managed object once more at the end.
+    assert len(store.entries) == 2 * len(actions)
