@@ -46,9 +46,12 @@ def error_response(status: int, message: str) -> core.EmuResponse:
     return core.json_response(status, {"error_code": 1000 + status, "error_message": message})
 
 
+_ID_SEGMENT = re.compile(r"^(/rest/v1/domain/roleapps/)[^/]+")
+
+
 def _stats_template(path: str) -> str:
     # Client-chosen ids need not look like UUIDs: template by position, not by shape.
-    return re.sub(r"^(/rest/v1/domain/roleapps/)[^/]+", r"\1{id}", path)
+    return _ID_SEGMENT.sub(r"\1{id}", path)
 
 
 class EraApi:
