@@ -55,6 +55,7 @@ __all__ = [
     "encode_json",
     "encoded_json_response",
     "json_response",
+    "json_text",
     "path_template",
 ]
 
@@ -124,8 +125,13 @@ class EmuResponse:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def json_text(payload: Any) -> str:
+    """Compact JSON text; non-ASCII text (Cyrillic titles) is kept as is, not escaped."""
+    return _ENCODER.encode(payload)
+
+
 def encode_json(payload: Any) -> bytes:
-    """Compact JSON as UTF-8; non-ASCII text (Cyrillic titles) is sent as is, not escaped."""
+    """:func:`json_text` as UTF-8: what every JSON answer sends."""
     return _ENCODER.encode(payload).encode("utf-8")
 
 

@@ -234,10 +234,13 @@ class EraApi:
             raise core.EmuError(404, f"roleapp {roleapp_id} not found")
         return entity
 
-    def _store(self, entity: dict[str, Any]) -> None:
+    def _store(self, entity: dict[str, Any]) -> bytes:
+        """Persist a written entity; its JSON, encoded once for storage and the answer."""
         # Called with self._lock held: every write drops the cached listings.
-        self._storage.put("roleapps", entity["id"], entity)
+        text = core.json_text(entity)
+        self._storage.put("roleapps", entity["id"], entity, text=text)
         self._listings.clear()
+        return text.encode("utf-8")
 
     def _shape(self, entity: Mapping[str, Any], request: core.EmuRequest) -> Any:
         return self._shaper(request)[1](entity)
@@ -303,15 +306,15 @@ class EraApi:
             entity = era_roleapps.new_entity(body, now=now)
             if self._storage.get("roleapps", entity["id"]) is not None:
                 raise core.EmuError(409, f"roleapp {entity['id']} already exists")
-            self._store(entity)
-        return core.json_response(200, entity)
+            body = self._store(entity)
+        return core.encoded_json_response(200, body)
 
     def _patch(self, roleapp_id: str, request: core.EmuRequest) -> core.EmuResponse:
         body = request.json()
         with self._lock:
             entity = era_roleapps.patched(self._get(roleapp_id), body, now=self._now())
-            self._store(entity)
-        return core.json_response(200, entity)
+            answer = self._store(entity)
+        return core.encoded_json_response(200, answer)
 
     def _delete(self, roleapp_id: str) -> core.EmuResponse:
         with self._lock:

@@ -72,9 +72,13 @@ class Storage:
         for collection, key, kind, value in rows:
             self._cache.setdefault(collection, {})[key] = _decode(kind, value)
 
-    def put(self, collection: str, key: str, obj: Any) -> None:
-        """Store ``obj`` under ``key`` (insert or replace); durable on return."""
-        kind, value = _encode(obj)
+    def put(self, collection: str, key: str, obj: Any, *, text: str | None = None) -> None:
+        """Store ``obj`` under ``key`` (insert or replace); durable on return.
+
+        ``text`` is ``obj`` already encoded as compact JSON (``ensure_ascii=False``), when the
+        caller made it anyway for its answer: a write then encodes once, not twice.
+        """
+        kind, value = ("j", text) if text is not None else _encode(obj)
         with self._lock:
             self._db.execute(
                 "INSERT INTO objects (collection, key, kind, value) VALUES (?, ?, ?, ?) "

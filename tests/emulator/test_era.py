@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -396,6 +397,21 @@ def test_listed_pages_follow_every_write(era_api: era.EraApi, clock: FakeClock) 
     era_api.control("reset", {})
     auth = login_token(era_api)
     assert call(era_api, "GET", ROLEAPPS, auth, query=query)[1] == []
+
+
+def test_a_written_roleapp_is_stored_as_it_was_answered(tmp_path: Path, clock: FakeClock) -> None:
+    api = era.EraApi(storage.Storage(tmp_path / "era.db"), clock=clock)
+    auth = login_token(api)
+    created = create(api, auth, id="x", title="АРМ оператора", opts={"visible": True})
+    assert created["title"] == "АРМ оператора"
+    status, patched = call(api, "PATCH", f"{ROLEAPPS}/x", auth, body={"roles": ["a"]})
+    assert status == 200
+    api.close()
+    reopened = storage.Storage(tmp_path / "era.db")
+    try:
+        assert reopened.get("roleapps", "x") == patched
+    finally:
+        reopened.close()
 
 
 def test_get_with_mask_and_flat(era_api: era.EraApi) -> None:
