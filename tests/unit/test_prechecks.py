@@ -105,21 +105,6 @@ def test_a_valid_roleapp_takes_the_fast_path() -> None:
     assert validating._precheck(Kind.ROLEAPP)(minimal)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    edits=st.lists(
-        st.tuples(st.sampled_from(PATHS), st.one_of(st.just(KeyError), json_values)),
-        min_size=1,
-        max_size=3,
-    )
-)
-def test_mutated_roleapps_are_never_vouched_for_wrongly(edits: list[tuple[Any, Any]]) -> None:
-    document: Any = copy.deepcopy(VALID_ROLEAPP)
-    for path, value in edits:
-        _set(document, path, value)
-    _agrees(Kind.ROLEAPP, document)
-
-
 @pytest.mark.parametrize("kind", list(Kind))
 @settings(max_examples=100)
 @given(document=json_values)
@@ -199,26 +184,6 @@ def test_valid_connections_take_the_fast_path() -> None:
         assert validating._precheck(Kind.CONNECTION)(connection), connection["metadata"]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    base=st.sampled_from(VALID_CONNECTIONS),
-    edits=st.lists(
-        st.tuples(
-            st.sampled_from(CONNECTION_PATHS), st.one_of(st.just(KeyError), connection_values)
-        ),
-        min_size=1,
-        max_size=3,
-    ),
-)
-def test_mutated_connections_are_never_vouched_for_wrongly(
-    base: dict[str, Any], edits: list[tuple[Any, Any]]
-) -> None:
-    document: Any = copy.deepcopy(base)
-    for path, value in edits:
-        _set(document, path, value)
-    _agrees(Kind.CONNECTION, document)
-
-
 VALID_POLICY: dict[str, Any] = {
     "apiVersion": "converge/v1",
     "kind": "BackupPolicy",
@@ -243,19 +208,34 @@ def test_a_valid_policy_takes_the_fast_path() -> None:
     assert validating._precheck(Kind.BACKUP_POLICY)(VALID_POLICY)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    edits=st.lists(
-        st.tuples(st.sampled_from(POLICY_PATHS), st.one_of(st.just(KeyError), json_values)),
-        min_size=1,
-        max_size=3,
-    )
+@pytest.mark.parametrize(
+    ("kind", "bases", "paths", "values"),
+    [
+        (Kind.ROLEAPP, [VALID_ROLEAPP], PATHS, json_values),
+        (Kind.CONNECTION, VALID_CONNECTIONS, CONNECTION_PATHS, connection_values),
+        (Kind.BACKUP_POLICY, [VALID_POLICY], POLICY_PATHS, json_values),
+    ],
 )
-def test_mutated_policies_are_never_vouched_for_wrongly(edits: list[tuple[Any, Any]]) -> None:
-    document: Any = copy.deepcopy(VALID_POLICY)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_documents_are_never_vouched_for_wrongly(
+    kind: Kind,
+    bases: list[dict[str, Any]],
+    paths: list[tuple[Any, ...]],
+    values: st.SearchStrategy[Any],
+    data: st.DataObject,
+) -> None:
+    document: Any = copy.deepcopy(data.draw(st.sampled_from(bases)))
+    edits = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(paths), st.one_of(st.just(KeyError), values)),
+            min_size=1,
+            max_size=3,
+        )
+    )
     for path, value in edits:
         _set(document, path, value)
-    _agrees(Kind.BACKUP_POLICY, document)
+    _agrees(kind, document)
 
 
 @pytest.mark.parametrize(
