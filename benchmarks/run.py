@@ -580,6 +580,8 @@ class Bench:
         )
 
         creates = write_workspace(self.work / "creates", s.writes)
+        apply = ["apply", "manifests", "--auto-approve", "--parallelism", str(APPLY_PARALLELISM)]
+        apply += state
 
         def fresh_create() -> None:
             emu.control("era", "reset")
@@ -589,14 +591,7 @@ class Bench:
             f"apply {s.writes:,} creates",
             s.writes,
             Bound(serial=3, parallel=((s.writes, APPLY_PARALLELISM),)),
-            [
-                "apply",
-                "manifests",
-                "--auto-approve",
-                "--parallelism",
-                str(APPLY_PARALLELISM),
-                *state,
-            ],
+            apply,
             workspace=creates,
             target=Target(times=2),
             prepare=fresh_create,
@@ -613,14 +608,7 @@ class Bench:
             Bound(
                 serial=3, parallel=((write_pages, APPLY_PARALLELISM), (s.writes, APPLY_PARALLELISM))
             ),
-            [
-                "apply",
-                "manifests",
-                "--auto-approve",
-                "--parallelism",
-                str(APPLY_PARALLELISM),
-                *state,
-            ],
+            apply,
             workspace=creates,
             target=Target(times=2),
             prepare=drift_writes,

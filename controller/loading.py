@@ -306,25 +306,24 @@ def _event_document(get_event: Any, builder: _Builder) -> tuple[int, Any]:
             if event.anchor is not None:
                 raise _Fallback
             value = event.value
-            if type(container) is dict:
-                if key is _NO_KEY:
-                    if value in container or (value == "<<" and event.implicit[0]):
-                        raise _Fallback  # a duplicate or a merge: the node path words it
-                    key = value
-                    lines[(*path, value)] = event.start_mark.line + 1
-                elif event.tag is None and value[:1] not in _MAY_RESOLVE and "$" not in value:
-                    container[key] = value  # plain text, the most common value: no more to do
-                    key = _NO_KEY
-                else:
-                    container[key] = builder.scalar(event.tag, value, event, (*path, key))
-                    key = _NO_KEY
+            in_mapping = type(container) is dict
+            if in_mapping and key is _NO_KEY:
+                if value in container or (value == "<<" and event.implicit[0]):
+                    raise _Fallback  # a duplicate or a merge: the node path words it
+                key = value
+                lines[(*path, value)] = event.start_mark.line + 1
             else:
-                item_path = (*path, len(container))
-                lines[item_path] = event.start_mark.line + 1
-                if event.tag is None and value[:1] not in _MAY_RESOLVE and "$" not in value:
-                    container.append(value)
+                if not in_mapping:
+                    lines[(*path, len(container))] = event.start_mark.line + 1
+                if event.tag is not None or value[:1] in _MAY_RESOLVE or "$" in value:
+                    item_path = (*path, key) if in_mapping else (*path, len(container))
+                    value = builder.scalar(event.tag, value, event, item_path)
+                # else plain text, the most common value: nothing more to do
+                if in_mapping:
+                    container[key] = value
+                    key = _NO_KEY
                 else:
-                    container.append(builder.scalar(event.tag, value, event, item_path))
+                    container.append(value)
             values += 1
         elif kind in _COLLECTION_STARTS:
             if event.anchor is not None or len(stack) >= _FAST_DEPTH:

@@ -91,12 +91,10 @@ def _compile(schema: Any) -> Check:
         checks.append(_any_of([_compile(sub) for sub in _subschemas(schema["anyOf"])]))
     if "if" in keys:
         checks.append(_if(schema["if"], schema.get("then", True), schema.get("else", True)))
-    elif keys & {"then", "else"}:
-        pass  # without "if", JSON Schema ignores them
     handled = {"type", "const", "enum", "pattern", "minLength", "minimum", "maximum"}
     handled |= {"exclusiveMinimum", "required", "properties", "additionalProperties"}
     handled |= {"minProperties", "maxProperties", "items", "uniqueItems", "not"}
-    handled |= {"allOf", "anyOf", "if", "then", "else"}
+    handled |= {"allOf", "anyOf", "if", "then", "else"}  # then/else without if: ignored
     if keys - handled:
         raise _Unsupported(", ".join(sorted(keys - handled)))
     if not checks:
