@@ -1,0 +1,178 @@
+"""The line reader (``controller.yaml_lines``) agrees with the node-tree path wherever it answers.
+
+It reads plain block YAML and gives up (``Unsupported``) on everything else, which libyaml
+then reads. Giving up is always safe; a different answer never is. The texts here lean on
+what the reader does accept (indentation, same-indent sequences, sequences of mappings,
+one-line flow collections, quotes, comments, empty documents) mixed with what it must not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from yaml_texts import ENVIRON, PATH, agrees, documents, yaml_ish
+
+from controller import loading, yaml_lines
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "manifests"
+
+LINES = [
+    "a: 1\n", "b: x\n", "  c: y\n", "    d: z\n", "- e\n", "  - f\n", "- g: h\n", "  i: j\n",
+    "    - k\n", "k.l/m-n: o\n", "p:\n", "q: [r, s]\n", "t: {u: v, w: [x, {y: z}]}\n",
+    "u: {}\n", "v: []\n", "w: [ a ,b ]\n", "x: 'it''s # not'\n", 'y: "dq # not"\n',
+    "z: v # note\n", "# note\n", "  # indented note\n", "\n", "   \n", "---\n", "--- \n",
+    "url: http://h:8/p?q=1#f\n", "bad: a: b\n", "n: -5\n", "s: - x\n", "-\n", "- - x\n",
+    "e: ''\n", 'e: ""\n', "m: {a: 1, a: 2}\n", "dup: 1\n", "dup: 2\n", "f: [a, b,]\n",
+    "g: {a: b\n", "h: ${P}\n", "h2: '${UNSET}'\n", "h3: pre-${N:-8}\n", "h4: ${N:-8}\n",
+    "i: ~\n", "j: yes\n", "k: 0x1F\n", "l: .inf\n", "m: 2024-01-01\n", "n: 1e3\n",
+    "o: -\n", "p: [-a, b c, 'q r']\n", "q: {a: 'b', c: \"d\"}\n", "r: é\n", "s: АРМ 1\n",
+    "t: a#b\n", "u: a #b\n", "v: x:\n", "w: [a:b]\n", "x: [a # b]\n", "y: {a: b} # c\n",
+    "z: {a: b}#c\n", "a1: 'x'y\n", "b1: [[a], [b, [c]]]\n", "c1: ? x\n", "? d1\n",
+    "e1: &x 1\n", "f1: *x\n", "g1: !!str 1\n", "h1: |\n", "  block\n", "<<: {a: 1}\n",
+    "i1: \"a\\tb\"\n", "j1: x\n  continued\n", "k1: [a,\n  b]\n", "...\n", "%YAML 1.1\n",
+    "l1:\t1\n", "m1: 1\r\n", "  n1: 1\n", "o1: {a: [b, {c: d}], e: f}\n", "p1: [{}, []]\n",
+    "q1: 1_000\n", "r1: =\n", "s1: -.5\n", "t1: +1\n", "u1: 'a\n", "v1: \"\n",
+]  # fmt: skip
+block_ish = st.lists(st.sampled_from(LINES), max_size=14).map("".join)
+
+SCALARS = [
+    "x", "1", "-5", "+1", "true", "yes", "Off", "~", "null", "1.5", ".inf", "0x1F", "1_000",
+    "2024-01-01", "12:30:00", "a b", "http://h:8/p", "a#b", "АРМ 1", "😀", "${P}", "${UNSET}",
+    "${N:-8}", "pre-${P}", "$${P}", "'q'", '"dq"', "'it''s'", "'a # b'", '"${P}"', "=", "-x",
+    "x:y", "''", '""', "'${N:-8}'",
+]  # fmt: skip
+KEYS = ["a", "b", "spec", "1", "true", "null", "k.l/m-n", "a_b", "0x1F"]
+trees = st.recursive(
+    st.sampled_from(SCALARS),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner),
+    max_leaves=12,
+)
+
+
+def _flow(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return str(value)
+
+
+@st.composite
+def _block(draw: st.DrawFn, value: object, indent: int, *, same: bool = False) -> str:
+    """``value`` in block style, each collection as a block or in flow style at random."""
+    pad = " " * indent
+    note = draw(st.sampled_from(["", "", " # note"]))
+    if isinstance(value, dict) and value:
+        out = ""
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item and not draw(st.booleans()):
+                same_indent = isinstance(item, list) and draw(st.booleans())
+                deeper = indent if same_indent else indent + draw(st.sampled_from([1, 2, 4]))
+                out += f"{pad}{key}:{note}\n" + draw(_block(item, deeper, same=same_indent))
+            else:
+                out += f"{pad}{key}: {_flow(item)}{note}\n"
+        return out
+    if isinstance(value, list) and value:
+        out = ""
+        for item in value:
+            if isinstance(item, dict) and item and draw(st.booleans()):
+                inner = draw(_block(item, indent + 2))
+                out += f"{pad}- " + inner[indent + 2 :]  # the first key on the dash's line
+            else:
+                out += f"{pad}- {_flow(item)}{note}\n"
+        return out
+    return f"{pad}{_flow(value)}\n"
+
+
+@st.composite
+def block_documents(draw: st.DrawFn) -> str:
+    root = st.dictionaries(st.sampled_from(KEYS), trees, min_size=1) | st.lists(trees, min_size=1)
+    texts = [draw(_block(draw(root), 0)) for _ in range(draw(st.integers(1, 3)))]
+    return ("---\n" if draw(st.booleans()) else "") + "---\n".join(texts)
+
+
+SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _agrees(text: str) -> bool:
+    return agrees(loading._load_lines, yaml_lines.Unsupported, text)
+
+
+@SETTINGS
+@given(text=block_ish)
+@example("a:\n- x\n- y\nb: 1\n")
+@example("- a:\n  - x\n  b: 1\n- c: 2\n")
+@example("a: 1\n---\n")
+@example("---\n---\na: 1\n")
+@example("# only a note\n---\na: {b: [c, {d: e}]}\n")
+def test_block_yaml_agrees(text: str) -> None:
+    _agrees(text)
+
+
+@SETTINGS
+@given(text=block_documents())
+def test_block_documents_agree(text: str) -> None:
+    _agrees(text)
+
+
+@SETTINGS
+@given(text=documents)
+def test_structured_documents_agree(text: str) -> None:
+    _agrees(text)
+
+
+@SETTINGS
+@given(text=yaml_ish | st.text(max_size=200))
+def test_arbitrary_text_agrees(text: str) -> None:
+    _agrees(text)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_manifests_with_one_change_agree(data: st.DataObject) -> None:
+    # Real manifests, one piece inserted anywhere: near-misses of the usual shape.
+    text = (EXAMPLES / data.draw(st.sampled_from(["roleapps.yaml", "backups.yaml"]))).read_text()
+    at = data.draw(st.integers(min_value=0, max_value=len(text)))
+    piece = data.draw(st.sampled_from([*LINES, " ", "  ", ":", "-", "#", "'", "{", "]", ","]))
+    _agrees(text[:at] + piece + text[at:])
+
+
+@pytest.mark.parametrize("name", ["roleapps.yaml", "backups.yaml", "connections.yaml"])
+def test_the_examples_take_the_line_path(name: str) -> None:
+    assert _agrees((EXAMPLES / name).read_text())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x 1\nb: *x\n",  # anchors and aliases
+        "a: {x: 1}\n<<: {y: 2}\n",  # a merge key
+        "a: 1\na: 2\n",  # a duplicate key
+        "a: {b: 1, b: 2}\n",  # a duplicate key in a flow mapping
+        "? [a]\n: 1\n",  # a complex key
+        "a: [1\n",  # not closed on its line
+        "a: |\n  text\n",  # a block scalar
+        "a: x\n  more\n",  # a plain scalar over two lines
+        "a:\tb\n",  # a tab
+        "a: 1\r\n",  # CR line ends
+        "a: !!int 1\n",  # a tag
+        'a: "x\\ty"\n',  # an escape
+        "  a: 1\n",  # a root not at column 0
+        "--- {a: 1}\n",  # a document on the `---` line
+        "a: " + "[" * 40 + "]" * 40 + "\n",  # deep nesting
+    ],
+)
+def test_the_unusual_is_left_to_libyaml(text: str) -> None:
+    with pytest.raises(yaml_lines.Unsupported):
+        loading._load_lines(text, "f.yaml", PATH, ENVIRON)
+
+
+def test_load_reads_a_file_the_line_reader_gives_up_on(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("a: &x {b: 1}\nc: *x\n")
+    documents, problems = loading.load_file(manifest, environ=ENVIRON)
+    assert problems == []
+    assert [d.data for d in documents] == [{"a": {"b": 1}, "c": {"b": 1}}]
