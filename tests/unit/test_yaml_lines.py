@@ -8,6 +8,7 @@ one-line flow collections, quotes, comments, empty documents) mixed with what it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,13 @@ def test_load_reads_a_file_the_line_reader_gives_up_on(tmp_path: Path) -> None:
     documents, problems = loading.load_file(manifest, environ=ENVIRON)
     assert problems == []
     assert [d.data for d in documents] == [{"a": {"b": 1}, "c": {"b": 1}}]
+
+
+def test_text_it_refuses_is_what_libyaml_would_not_take_as_it_is() -> None:
+    # YAML 1.1's printable set, minus tab, CR, NEL, U+2028/9 and a BOM past the start.
+    printable = re.compile("[\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+    unusual = {"\u2028", "\u2029", "\ufeff"}
+    for code in range(0x110000):
+        char = chr(code)
+        refused = yaml_lines._UNSUPPORTED_TEXT.search(char) is not None
+        assert refused == (not printable.match(char) or char in unusual), hex(code)
