@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.emulator import core, framing, server
+from controller.emulator import core, framing, handler, server
 
 from .test_server import EchoApi
 
@@ -78,7 +78,7 @@ def test_an_answer_byte_for_byte(echo_server: server.EmulatorServer) -> None:
     head = (
         "HTTP/1.1 200 OK\r\nServer: BaseHTTP/0.6 Python/{v}\r\nDate: D\r\n"
         "Content-Type: application/json; charset=utf-8\r\nContent-Length: {n}\r\n\r\n"
-    ).format(v=server._Handler.sys_version.split("/")[1], n=len(body))
+    ).format(v=handler.RequestHandler.sys_version.split("/")[1], n=len(body))
     assert answer == head.encode() + body
     head_only = exchange(echo_server, b"HEAD /element/x HTTP/1.1\r\nConnection: close\r\n\r\n")
     head_body = core.encode_json(
