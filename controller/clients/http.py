@@ -1,9 +1,12 @@
 """The one door to the network: pooled sessions, login, retries and error mapping.
 
 Every API client (``era``, ``element``, ``vcda``, ``commvault``) sends its calls through an
-:class:`HttpSession`. This is the only module that imports ``httpx``; every ``httpx``
-exception is translated here into ``controller.errors`` (``raise ... from exc``) and no
-``httpx`` type leaves it. What a session guarantees, so the clients need not:
+:class:`HttpSession`. Below it a wire carries each request (``wire`` builds the bytes,
+``lanes`` sends them on plain sockets; ``transports`` carries them through an injected
+httpx transport, the tests' fakes, and is the only module that imports ``httpx``). Every
+wire failure arrives here as a classified ``wire.Failure`` and leaves as a
+``controller.errors`` exception (``raise ... from exc``). What a session guarantees, so
+the clients need not:
 
 1. at most ``concurrency`` requests in flight, at most ``rate_limit`` per second;
 2. one login shared by all threads, made lazily; after an expired session, one new login
@@ -19,30 +22,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import random as random_module
-import ssl
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-
 from controller import errors, redaction
-from controller.clients import logins, ratelimit, responses, retrying, stats
+from controller.clients import lanes, logins, ratelimit, responses, retrying, stats, wire
 
 if TYPE_CHECKING:
+    import httpx
+
     from controller.manifests import Connection
 
 log = logging.getLogger("converge.http")
 
-# What we keep of an error answer's body: enough for any server message, and a bound on
-# memory when a proxy answers with a multi-megabyte HTML page.
-MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = wire.MAX_ERROR_BODY  # what we keep of an error answer's body
 OK_STATUSES = (200, 201, 202, 204)
-# Paths whose full URL a session keeps ready: a client's fixed paths are a handful; item
+# Paths whose encoded target a session keeps ready: a client's fixed paths are a handful; item
 # paths (one per object id) would grow without bound, so past this many they are not kept.
 URL_CACHE_SIZE = 256
 
@@ -103,15 +102,6 @@ class Authenticator(Protocol):
         ...
 
 
-class _Failure(Exception):
-    """A transport failure, classified: ``sent`` is False when the server never saw it."""
-
-    def __init__(self, message: str, *, sent: bool, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.sent = sent
-        self.permanent = permanent
-
-
 class HttpSession:
     def __init__(
         self,
@@ -144,20 +134,23 @@ class HttpSession:
         )
         self._logins = logins.SharedLogin(self._login)
         self._closed = False
-        # path → its URL joined to base_url. Joining parses both again on every call
-        # (~60 us, a tenth of a request's CPU); a ready httpx.URL is taken as it is.
-        self._urls: dict[str, httpx.URL] = {}
-        self._client = httpx.Client(
-            base_url=settings.base_url,
-            timeout=httpx.Timeout(settings.timeout),
-            headers=dict(headers or {}),
-            transport=(
-                transport
-                if transport is not None
-                else _Lanes(size=settings.concurrency, verify=_ssl_verify(settings.verify))
-            ),
-            trust_env=False,  # the manifest's URL and TLS settings are the whole truth
-        )
+        # path → its percent-encoded target below base_url, for the calls without params.
+        self._urls: dict[str, str] = {}
+        self._endpoint = wire.Endpoint(settings.base_url, headers=headers)
+        self._wire: wire.Wire
+        if transport is None:
+            self._wire = lanes.Lanes(
+                self._endpoint,
+                size=settings.concurrency,
+                timeout=settings.timeout,
+                verify=settings.verify,
+            )
+        else:  # only then is httpx imported: a run against real servers never loads it
+            from controller.clients import transports
+
+            self._wire = transports.TransportWire(
+                transport, origin=self._endpoint.origin, timeout=settings.timeout
+            )
 
     @property
     def connection(self) -> str:
@@ -198,6 +191,12 @@ class HttpSession:
         if idempotent is None:
             idempotent = method in retrying.IDEMPOTENT_METHODS
         use_auth = authenticated and self._authenticator is not None
+        target = self._urls.get(path) if params is None else None
+        if target is None:
+            target = self._endpoint.target(path, params)
+            if params is None and len(self._urls) < URL_CACHE_SIZE:
+                self._urls[path] = target
+        body, content_type = wire.encode_body(json, content)  # once, however many attempts
         budget = retrying.RetryBudget(
             max_attempts=self.settings.max_attempts,
             max_seconds=self.settings.max_retry_seconds,
@@ -211,8 +210,8 @@ class HttpSession:
             auth, generation = self._logins.headers() if use_auth else ({}, 0)
             sent_headers = {**auth, **(headers or {})}
             try:
-                response = self._send(method, path, params, json, content, sent_headers)
-            except _Failure as failure:
+                response = self._send(method, path, target, body, content_type, sent_headers)
+            except wire.Failure as failure:
                 if failure.permanent:
                     raise self._error(
                         errors.PermanentApiError, str(failure), method, path
@@ -262,7 +261,7 @@ class HttpSession:
             except Exception as exc:  # by design: logout is best effort
                 log.debug("%s: logout failed: %s", self.connection, self.redact(str(exc)))
         self._closed = True
-        self._client.close()
+        self._wire.close()
 
     def __enter__(self) -> HttpSession:
         return self
@@ -287,9 +286,9 @@ class HttpSession:
         self,
         method: str,
         path: str,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        content: bytes | None,
+        target: str,
+        body: bytes,
+        content_type: str | None,
         headers: Mapping[str, str],
     ) -> HttpResponse:
         if self._bucket is not None:
@@ -298,44 +297,23 @@ class HttpSession:
             self.stats.count_sent(method)
             started = time.perf_counter()
             try:
-                url = self._urls.get(path)
-                request = self._client.build_request(
-                    method,
-                    path if url is None else url,
-                    params=params,
-                    json=json,
-                    content=content,
-                    headers=headers,
+                request = self._endpoint.request(
+                    method, target, body=body, content_type=content_type, headers=headers
                 )
-                if url is None and params is None and len(self._urls) < URL_CACHE_SIZE:
-                    self._urls[path] = request.url
-                raw = self._client.send(request, stream=True)
-                try:
-                    # Error answers are read only in part: a message needs the start.
-                    body = _read_body(raw, whole=raw.status_code < 400)
-                    status, raw_headers = raw.status_code, raw.headers.multi_items()
-                finally:
-                    raw.close()
+                status, raw_headers, answer = self._wire.send(request)
             except Exception as exc:
                 ms = (time.perf_counter() - started) * 1000
-                failure = _classify(exc)
+                kind = exc.kind if isinstance(exc, wire.Failure) else type(exc).__name__
                 log.debug(
-                    "%s %s %s failed after %.0f ms: %s",
-                    self.connection,
-                    method,
-                    path,
-                    ms,
-                    type(exc).__name__,
+                    "%s %s %s failed after %.0f ms: %s", self.connection, method, path, ms, kind
                 )
-                if failure is None:
-                    raise
-                raise failure from exc
+                raise
         ms = (time.perf_counter() - started) * 1000
         log.debug("%s %s %s %d %.0f ms", self.connection, method, path, status, ms)
         return HttpResponse(
             status=status,
             headers=Headers(raw_headers),
-            body=body,
+            body=answer,
             method=method,
             path=path,
             connection=self.connection,
@@ -393,116 +371,3 @@ class HttpSession:
                 self.redact(message), retry_after=retry_after, maybe_applied=maybe, **where
             )
         return cls(self.redact(message), **where)  # type: ignore[arg-type]
-
-
-class _Lanes(httpx.BaseTransport):
-    """``size`` one-connection pools; each request takes a free one for as long as it runs.
-
-    Why not one httpx pool of ``size`` connections: httpcore's pool re-examines every
-    connection (polling each idle socket, and counting the idle ones once per idle one)
-    under one lock twice per request, which cost ~0.3 ms of CPU per request at 16
-    connections and made the threads queue on that lock. A lane's pool has one connection
-    to examine. Everything else (HTTP/1.1, keep-alive expiry, TLS, timeouts, the httpx
-    exceptions the session classifies) is httpx's own transport, unchanged.
-    """
-
-    def __init__(self, *, size: int, verify: bool | ssl.SSLContext) -> None:
-        context = httpx.create_ssl_context(verify=verify, trust_env=False)  # one, shared
-        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        self._lanes = [
-            httpx.HTTPTransport(verify=context, trust_env=False, limits=one) for _ in range(size)
-        ]
-        # Last in, first out: the most recently used connection is the one most likely
-        # still open, and idle lanes at the bottom simply expire.
-        self._free: queue.LifoQueue[httpx.HTTPTransport] = queue.LifoQueue()
-        for lane in self._lanes:
-            self._free.put(lane)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {}).get("pool")
-        try:
-            lane = self._free.get(timeout=timeout)
-        except queue.Empty:
-            raise httpx.PoolTimeout("no connection became free in time") from None
-        try:
-            response = lane.handle_request(request)
-        except BaseException:
-            self._free.put(lane)
-            raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _LaneStream(response.stream, release=lambda: self._free.put(lane))
-        return response
-
-    def close(self) -> None:
-        for lane in self._lanes:
-            lane.close()
-
-
-class _LaneStream(httpx.SyncByteStream):
-    """A response body that hands its lane back when closed (once, however often closed)."""
-
-    def __init__(self, stream: httpx.SyncByteStream, *, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._stream)
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-def _read_body(raw: httpx.Response, *, whole: bool) -> bytes:
-    if whole:
-        return raw.read()
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in raw.iter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_ERROR_BODY:
-            break  # the rest is dropped with the connection; messages need only the start
-    return b"".join(chunks)[:MAX_ERROR_BODY]
-
-
-def _classify(exc: Exception) -> _Failure | None:
-    """An httpx exception as a _Failure (None: not ours, let it through)."""
-    name = type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) and _is_certificate_error(exc):
-        return _Failure(f"TLS certificate not trusted: {exc}", sent=False, permanent=True)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
-        return _Failure(f"cannot connect ({name}: {exc or 'no detail'})", sent=False)
-    if isinstance(exc, httpx.TimeoutException):
-        return _Failure(f"no answer in time ({name}); the request may have been applied", sent=True)
-    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
-        return _Failure(
-            f"connection lost before the answer ({name}: {exc or 'no detail'}); "
-            "the request may have been applied",
-            sent=True,
-        )
-    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.StreamError):
-        return _Failure(f"{name}: {exc}", sent=False, permanent=True)
-    return None
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(10):  # a bounded walk down the cause chain
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    # httpx 0.28 deprecates verify=<path>; a context built here says the same thing.
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify

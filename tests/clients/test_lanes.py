@@ -1,7 +1,8 @@
-"""The session's own connection pool (one-connection lanes) against a real local server.
+"""The default wire's lanes (one keep-alive connection each) against a real local server.
 
-MockTransport tests never reach the pool, so these use a tiny stdlib HTTP/1.1 server on
-127.0.0.1 that counts the TCP connections it accepted.
+MockTransport tests never reach the lanes, so these use a tiny stdlib HTTP/1.1 server on
+127.0.0.1 that counts the TCP connections it accepted and notes which one each request
+came on. The wire's answers and failures have their own tests in test_wire.py.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http import server as http_server
 
-import httpx
 import pytest
 
 from controller import errors
-from controller.clients import http
+from controller.clients import http, lanes, wire
 
 
 class _Handler(http_server.BaseHTTPRequestHandler):
@@ -28,8 +28,12 @@ class _Handler(http_server.BaseHTTPRequestHandler):
             self.server.connections += 1  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.ports.append(self.client_address[1])  # type: ignore[attr-defined]
         if self.path.startswith("/slow"):
             time.sleep(0.05)
+        if self.path.startswith("/pair"):
+            self.server.pair.wait()  # type: ignore[attr-defined]  # two requests at once
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -47,6 +51,8 @@ def server() -> Iterator[http_server.ThreadingHTTPServer]:
     srv.daemon_threads = True
     srv.lock = threading.Lock()  # type: ignore[attr-defined]
     srv.connections = 0  # type: ignore[attr-defined]
+    srv.ports = []  # type: ignore[attr-defined]  # the client port of each request: its connection
+    srv.pair = threading.Barrier(2, timeout=10)  # type: ignore[attr-defined]
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
@@ -85,15 +91,27 @@ def test_a_lane_comes_back_when_an_error_answer_is_closed(server):
         assert session.request("GET", "/x").status == 200  # the only lane is free again
 
 
-def test_no_free_lane_within_the_pool_timeout_is_a_pool_timeout():
-    lanes = http._Lanes(size=1, verify=False)
-    lane = lanes._free.get()  # as if a request held it
+def test_the_lane_used_last_is_taken_next(server):
+    with _session(server, concurrency=4) as session, ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = list(pool.map(lambda _: session.request("GET", "/pair").status, range(2)))
+        for _ in range(4):
+            session.request("GET", "/x")
+    # Two lanes were opened at once; afterwards the top of the stack is taken every time
+    # (first in, first out would alternate, and open the two lanes never used yet).
+    assert statuses == [200, 200]
+    assert server.connections == 2
+    assert len(set(server.ports[2:])) == 1
+
+
+def test_no_free_lane_in_time_is_a_failure_before_sending():
+    endpoint = wire.Endpoint("http://127.0.0.1:9")
+    pool = lanes.Lanes(endpoint, size=1, timeout=0.01, verify=False)
+    lane = pool._free.get()  # as if a request held it
+    request = endpoint.request("GET", "/", body=b"", content_type=None, headers={})
     try:
-        request = httpx.Request(
-            "GET", "http://127.0.0.1:9/", extensions={"timeout": {"pool": 0.01}}
-        )
-        with pytest.raises(httpx.PoolTimeout):
-            lanes.handle_request(request)
+        with pytest.raises(wire.Failure) as caught:
+            pool.send(request)
+        assert (caught.value.kind, caught.value.sent) == ("PoolTimeout", False)
     finally:
-        lanes._free.put(lane)
-        lanes.close()
+        pool._free.put(lane)
+        pool.close()

@@ -1,0 +1,377 @@
+"""The default wire: HTTP/1.1 on plain sockets, ``size`` keep-alive connections per origin.
+
+Why this module exists: through httpx → httpcore → h11 one API call cost ~1.5 ms of
+client CPU on the benchmark VM (issue 7), most of it request and URL models, the
+connection pool's bookkeeping and h11's event machine; ``http.client`` still costs
+~0.3 ms, a third of it in the ``email`` parser it reads headers with. Writing the bytes
+``wire.Endpoint`` built in one send and reading the answer here costs ~0.1 ms.
+
+Used by ``controller.clients.http`` only. What it keeps of the httpx transport it
+replaces: keep-alive reuse; an idle connection the server closed, or idle past
+``KEEPALIVE_EXPIRY``, replaced before use without a word; ``Connection: close``; chunked,
+Content-Length and read-to-close bodies; gzip and deflate; TLS by the ``verify`` setting;
+one timeout for connect, write and each read; TCP_NODELAY; and httpx's failure kinds
+(``ConnectError``, ``ReadTimeout``, ...), so both wires fail with the same words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import select
+import socket
+import ssl
+import time
+import zlib
+
+from controller.clients import wire
+from controller.clients.wire import MAX_ERROR_BODY, Answer, Request
+
+# httpx's default: a connection idle longer than this is closed, not reused, because
+# servers drop idle ones after a few seconds and a request sent as they do is lost.
+KEEPALIVE_EXPIRY = 5.0
+MAX_HEAD = 64 * 1024  # bytes of status line and headers we accept, as http.client
+MAX_HEADERS = 100
+MAX_INTERIM = 10  # "100 Continue" answers skipped before the real one
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_BLANKS = " \t"
+
+
+def _protocol_error(detail: str) -> wire.Failure:
+    return wire.connection_lost("RemoteProtocolError", detail)
+
+
+def tls_context(verify: bool | str) -> ssl.SSLContext:
+    """As httpx builds it: certifi's CAs for True, none checked for False, or a CA file."""
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        context = ssl.create_default_context(cafile=verify)
+    else:
+        try:
+            import certifi  # httpx's own trust store, so verify=True trusts the same CAs
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            context = ssl.create_default_context()
+        else:
+            context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class Lanes:
+    """``size`` one-connection lanes to one origin; each exchange takes a free one.
+
+    Why lanes and not a pool: a pool re-examines its connections under one lock on every
+    request; a lane is one connection that one thread owns while it sends, so nothing is
+    shared but the queue of free lanes. The session's semaphore admits at most ``size``
+    requests, so a lane is always free. Last in, first out: the lane used last is the one
+    most likely still open, and the unused ones at the bottom simply expire.
+    """
+
+    def __init__(
+        self, endpoint: wire.Endpoint, *, size: int, timeout: float, verify: bool | str
+    ) -> None:
+        context = tls_context(verify) if endpoint.scheme == "https" else None
+        self._timeout = timeout
+        self._lanes = [_Connection(endpoint, timeout=timeout, context=context) for _ in range(size)]
+        self._free: queue.LifoQueue[_Connection] = queue.LifoQueue()
+        for lane in self._lanes:
+            self._free.put(lane)
+
+    def send(self, request: Request) -> Answer:
+        try:
+            lane = self._free.get(timeout=self._timeout)
+        except queue.Empty:
+            raise wire.cannot_connect("PoolTimeout", "no connection became free in time") from None
+        try:
+            return lane.exchange(request)
+        finally:
+            self._free.put(lane)
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.close()
+
+
+class _Connection:
+    """One keep-alive connection, opened when first needed and again after each loss."""
+
+    def __init__(
+        self, endpoint: wire.Endpoint, *, timeout: float, context: ssl.SSLContext | None
+    ) -> None:
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._context = context
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()  # received and not yet read
+        self._idle_since = 0.0
+
+    def exchange(self, request: Request) -> Answer:
+        if self._sock is not None and not self._reusable():
+            self.close()
+        sock = self._sock if self._sock is not None else self._connect()
+        head = "".join(
+            [
+                f"{request.method} {request.target} HTTP/1.1\r\n",
+                *[f"{name}: {value}\r\n" for name, value in request.headers],
+                "\r\n",
+            ]
+        ).encode("latin-1")
+        keep = False
+        try:
+            try:
+                # One send: a second small one waits for the first's ACK (Nagle, delayed ACK).
+                sock.sendall(head + request.body if request.body else head)
+            except TimeoutError as exc:
+                raise wire.no_answer_in_time("WriteTimeout") from exc
+            except OSError as exc:
+                raise wire.connection_lost("WriteError", exc) from exc
+            try:
+                status, headers, body, keep = self._read_answer(request.method)
+            except TimeoutError as exc:
+                raise wire.no_answer_in_time("ReadTimeout") from exc
+            except OSError as exc:
+                raise wire.connection_lost("ReadError", exc) from exc
+        finally:
+            if keep and not self._buffer:  # bytes past the answer: the stream is not sane
+                self._idle_since = time.monotonic()
+            else:
+                self.close()
+        return status, headers, body
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        self._buffer.clear()
+        if sock is not None:
+            with contextlib.suppress(OSError):  # a socket the peer already reset
+                sock.close()
+
+    def _reusable(self) -> bool:
+        """True unless idle too long or closed by the server (readable at rest: EOF)."""
+        sock = self._sock
+        assert sock is not None
+        if time.monotonic() - self._idle_since > KEEPALIVE_EXPIRY:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        poll = select.poll()
+        poll.register(sock, select.POLLIN)
+        return not poll.poll(0)
+
+    def _connect(self) -> socket.socket:
+        endpoint = self._endpoint
+        if endpoint.problem is not None:
+            raise wire.unusable("UnsupportedProtocol", endpoint.problem)
+        try:
+            sock = socket.create_connection((endpoint.host, endpoint.port), self._timeout)
+        except TimeoutError as exc:
+            raise wire.cannot_connect("ConnectTimeout", exc) from exc
+        except OSError as exc:  # refused, unreachable, no such host
+            raise wire.cannot_connect("ConnectError", exc) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=endpoint.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise wire.not_trusted(exc) from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise wire.cannot_connect("ConnectTimeout", exc) from exc
+        except OSError as exc:
+            sock.close()
+            raise wire.cannot_connect("ConnectError", exc) from exc
+        self._sock = sock
+        return sock
+
+    # -- reading an answer -----------------------------------------------------------
+
+    def _read_answer(self, method: str) -> tuple[int, list[tuple[str, str]], bytes, bool]:
+        for _ in range(MAX_INTERIM):
+            version, status, headers = _parse_head(self._read_head())
+            if not 100 <= status < 200 or status == 101:
+                break  # an interim answer (100 Continue) is skipped, as httpcore does
+        else:
+            raise _protocol_error("too many interim answers")
+        fields: dict[str, str] = {}
+        for name, value in headers:
+            low = name.lower()
+            fields[low] = f"{fields[low]}, {value}" if low in fields else value
+        keep = (
+            version == "HTTP/1.1"
+            and status != 101  # switching protocols: what follows is not HTTP/1.1 any more
+            and "close" not in _tokens(fields.get("connection", ""))
+        )
+        limit = MAX_ERROR_BODY if status >= 400 else None
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            body, complete = b"", True
+        elif "transfer-encoding" in fields:
+            if _tokens(fields["transfer-encoding"])[-1:] != ["chunked"]:
+                raise _protocol_error("a transfer encoding other than chunked")
+            body, complete = self._read_chunked(limit)
+        elif "content-length" in fields:
+            lengths = set(_tokens(fields["content-length"]))
+            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+                raise _protocol_error("an invalid Content-Length")
+            length = int(lengths.pop())
+            body = self._read_exact(length if limit is None else min(length, limit))
+            complete = len(body) == length
+        else:
+            body, complete, keep = self._read_to_close(limit), False, False
+        codings = fields.get("content-encoding")
+        if codings:
+            body = _decode(body, codings, limit=limit)
+        return status, headers, body, keep and complete
+
+    def _recv(self) -> bytes:
+        assert self._sock is not None
+        return self._sock.recv(65536)
+
+    def _read_head(self) -> bytes:
+        buffer = self._buffer
+        start = 0
+        while True:
+            end = buffer.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = bytes(buffer[:end])
+                del buffer[: end + 4]
+                return head
+            bare = buffer.find(b"\n\n", start)  # h11 reads bare LF line ends too
+            if bare >= 0:
+                head = bytes(buffer[:bare])
+                del buffer[: bare + 2]
+                return head
+            if len(buffer) > MAX_HEAD:
+                raise _protocol_error("an answer head longer than 64 KiB")
+            start = max(0, len(buffer) - 3)
+            chunk = self._recv()
+            if not chunk:
+                if buffer:
+                    raise _protocol_error("peer closed connection in the answer's head")
+                raise _protocol_error("Server disconnected without sending a response.")
+            buffer += chunk
+
+    def _read_line(self) -> bytes:
+        buffer = self._buffer
+        while (end := buffer.find(b"\n")) < 0:
+            if len(buffer) > MAX_HEAD:
+                raise _protocol_error("a chunk line longer than 64 KiB")
+            chunk = self._recv()
+            if not chunk:
+                raise _protocol_error("peer closed connection in a chunked body")
+            buffer += chunk
+        line = bytes(buffer[:end]).rstrip(b"\r")
+        del buffer[: end + 1]
+        return line
+
+    def _read_exact(self, size: int) -> bytes:
+        buffer = self._buffer
+        if len(buffer) >= size:
+            data = bytes(buffer[:size])
+            del buffer[:size]
+            return data
+        # A big body: received straight into its own buffer, not grown 64 KiB at a time.
+        data = bytearray(size)
+        view = memoryview(data)
+        got = len(buffer)
+        view[:got] = buffer
+        buffer.clear()
+        assert self._sock is not None
+        while got < size:
+            n = self._sock.recv_into(view[got:], min(size - got, 1 << 20))
+            if n == 0:
+                raise _protocol_error(
+                    "peer closed connection without sending complete message body: "
+                    f"received {got} bytes, expected {size}"
+                )
+            got += n
+        return bytes(data)
+
+    def _read_chunked(self, limit: int | None) -> tuple[bytes, bool]:
+        parts: list[bytes] = []
+        size = 0
+        for _ in range(1 << 30):  # bounded by the body: each pass reads one chunk
+            line = self._read_line().split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(line):
+                raise _protocol_error("an invalid chunk size")
+            length = int(line, 16)
+            if length == 0:
+                while self._read_line():  # trailer fields, dropped as httpx drops them
+                    pass
+                return b"".join(parts), True
+            if limit is not None and size + length > limit:
+                parts.append(self._read_exact(limit - size))
+                return b"".join(parts), False
+            parts.append(self._read_exact(length))
+            size += length
+            if self._read_line():
+                raise _protocol_error("a chunk not followed by CRLF")
+        raise _protocol_error("too many chunks")  # pragma: no cover
+
+    def _read_to_close(self, limit: int | None) -> bytes:
+        buffer = self._buffer
+        while limit is None or len(buffer) < limit:
+            chunk = self._recv()
+            if not chunk:
+                break
+            buffer += chunk
+        data = bytes(buffer if limit is None else buffer[:limit])
+        buffer.clear()
+        return data
+
+
+def _parse_head(head: bytes) -> tuple[str, int, list[tuple[str, str]]]:
+    """The status line and header fields; obsolete line folding joined as h11 does."""
+    try:
+        text = head.decode("utf-8")  # as httpx: ASCII, else UTF-8, else Latin-1
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    lines = text.split("\n")
+    version, _, rest = lines[0].rstrip("\r").partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+        raise _protocol_error("an answer that is not HTTP/1.x")
+    if len(lines) > MAX_HEADERS + 1:
+        raise _protocol_error("more than 100 header fields")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip(_BLANKS)}".strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not wire.TOKEN.fullmatch(name):
+            raise _protocol_error("a malformed header line")
+        headers.append((name, value.strip(_BLANKS)))
+    return version, int(code), headers
+
+
+def _tokens(value: str) -> list[str]:
+    return [token.strip().lower() for token in value.split(",") if token.strip()]
+
+
+def _decode(body: bytes, codings: str, *, limit: int | None) -> bytes:
+    """Undo gzip and deflate as httpx does (unknown codings left as they are)."""
+    for coding in reversed(_tokens(codings)):
+        try:
+            if coding in ("gzip", "x-gzip"):
+                body = _inflate(body, zlib.MAX_WBITS | 16, limit)
+            elif coding == "deflate":
+                try:  # a zlib stream, as the standard says; some servers send raw deflate
+                    body = _inflate(body, zlib.MAX_WBITS, limit)
+                except zlib.error:
+                    body = _inflate(body, -zlib.MAX_WBITS, limit)
+        except zlib.error as exc:
+            raise wire.unusable("DecodingError", exc) from exc
+    return body
+
+
+def _inflate(data: bytes, wbits: int, limit: int | None) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    if limit is not None:  # an error body: its start is all we want, and all we hold
+        return inflater.decompress(data, limit)
+    return inflater.decompress(data) + inflater.flush()
