@@ -1,0 +1,473 @@
+"""The default wire (``lanes``, plain sockets) against raw servers on 127.0.0.1.
+
+Each test scripts a tiny TCP server that reads requests and writes exactly the bytes the
+test gives it (or closes, resets, or says nothing), so the framing, the keep-alive rules
+and the failure classification are checked against real sockets. The session logic above
+the wire is the MockTransport tests' subject; here it only turns failures into errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller import errors
+from controller.clients import http, lanes, wire
+
+RESET = object()  # a reply: close with an RST instead of an answer
+MAX_REQUESTS = 50  # per connection: every server loop is bounded
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    head: bytes  # request line and headers
+    body: bytes
+    connection: int  # which accepted connection it came on, from 1
+
+
+Reply = Callable[[Seen], Any]  # bytes to write, None to close without a word, or RESET
+
+
+class RawServer:
+    """Accepts connections on 127.0.0.1 and answers each request with ``reply(seen)``."""
+
+    def __init__(
+        self, reply: Reply, *, tls: ssl.SSLContext | None = None, hang_up: bool = False
+    ) -> None:
+        self.reply = reply
+        self.tls = tls
+        self.hang_up = hang_up  # close each connection right after its first answer
+        self.hung_up = threading.Event()
+        self.seen: list[Seen] = []
+        self.connections = 0
+        self.release = threading.Event()  # ends any reply that waits (a stalled server)
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self.release.set()
+        self._accepting.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            thread = threading.Thread(target=self._serve, args=(conn, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        conn.settimeout(10)
+        reader = None
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            reader = conn.makefile("rb")
+            for _ in range(MAX_REQUESTS):
+                seen = _read_request(reader, number)
+                if seen is None:
+                    return
+                with self._lock:
+                    self.seen.append(seen)
+                answer = self.reply(seen)
+                if answer is RESET:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if answer is None:
+                    return
+                conn.sendall(answer)
+                if self.hang_up:
+                    return
+        except OSError:  # the client went away, or refused our certificate
+            return
+        finally:
+            if reader is not None:
+                reader.close()  # the socket closes only when its file is closed too
+            conn.close()
+            self.hung_up.set()
+
+
+def _read_request(reader: Any, number: int) -> Seen | None:
+    lines = []
+    for _ in range(100):
+        line = reader.readline(65536)
+        if not line:
+            return None
+        if line in (b"\r\n", b"\n"):
+            break
+        lines.append(line)
+    head = b"".join(lines)
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return Seen(head, reader.read(length) if length else b"", number)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(reply: Reply, **options: Any) -> RawServer:
+        servers.append(RawServer(reply, **options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def session_for(url: str, **settings: Any) -> http.HttpSession:
+    return http.HttpSession(
+        http.HttpSettings(base_url=url, connection="local", **settings),
+        sleep=lambda seconds: None,  # retries without waiting
+        random=lambda: 0.0,
+    )
+
+
+def answer(
+    status: int = 200, body: bytes = b'{"ok":true}', *, headers: tuple[str, ...] = ()
+) -> bytes:
+    lines = [f"HTTP/1.1 {status} X", *headers]
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def ok(seen: Seen) -> bytes:
+    return answer()
+
+
+# -- keep-alive ------------------------------------------------------------------------
+
+
+def test_a_keep_alive_connection_is_reused(serve):
+    server = serve(ok)
+    with session_for(server.url, concurrency=4) as session:
+        for _ in range(3):
+            assert session.request("GET", "/x").json() == {"ok": True}
+    assert server.connections == 1
+    assert [seen.connection for seen in server.seen] == [1, 1, 1]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(serve):
+    server = serve(ok, hang_up=True)
+    with session_for(server.url) as session:
+        assert session.request("POST", "/x", json={}).status == 200
+        assert server.hung_up.wait(timeout=5)
+        # Not idempotent: had the dead connection been used, this would be maybe-applied.
+        assert session.request("POST", "/x", json={}).status == 200
+        assert session.stats.as_dict()["retries"] == 0
+    assert server.connections == 2
+
+
+def test_connection_close_answers_and_expired_connections_are_not_reused(serve, monkeypatch):
+    server = serve(lambda seen: answer(headers=("Connection: close",)))
+    with session_for(server.url) as session:
+        for _ in range(2):
+            session.request("GET", "/x")
+    assert server.connections == 2
+
+    monkeypatch.setattr(lanes, "KEEPALIVE_EXPIRY", -1.0)  # every idle connection has expired
+    server = serve(ok)
+    with session_for(server.url) as session:
+        for _ in range(2):
+            session.request("GET", "/x")
+    assert server.connections == 2
+
+
+def test_bytes_past_the_answer_mean_the_connection_is_not_reused(serve):
+    server = serve(lambda seen: answer() + b"HTTP/1.1 200 stray\r\n")
+    with session_for(server.url) as session:
+        for _ in range(2):
+            assert session.request("GET", "/x").json() == {"ok": True}
+    assert server.connections == 2
+
+
+# -- bodies ----------------------------------------------------------------------------
+
+
+def test_a_chunked_body_with_extensions_and_trailers(serve):
+    chunked = b'4;ext=1\r\n{"a"\r\n6\r\n:[1,2]\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n'
+    server = serve(lambda seen: answer(body=chunked, headers=("Transfer-Encoding: chunked",)))
+    with session_for(server.url) as session:
+        assert session.request("GET", "/x").json() == {"a": [1, 2]}
+        assert session.request("GET", "/x").json() == {"a": [1, 2]}
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "coding, encode",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)),  # raw deflate
+    ],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+def test_compressed_bodies_are_decoded(serve, coding, encode):
+    document = b'{"items":[' + b",".join(b'{"id":%d}' % n for n in range(500)) + b"]}"
+    server = serve(
+        lambda seen: answer(body=encode(document), headers=(f"Content-Encoding: {coding}",))
+    )
+    with session_for(server.url) as session:
+        assert len(session.request("GET", "/x").json()["items"]) == 500
+    assert b"accept-encoding: gzip, deflate" in server.seen[0].head.lower()
+
+
+def test_a_body_read_to_the_close_and_an_interim_answer(serve):
+    server = serve(
+        lambda seen: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n[1]", hang_up=True
+    )
+    with session_for(server.url) as session:
+        assert session.request("GET", "/x").json() == [1]
+
+
+def test_a_big_error_body_is_read_in_part_and_its_connection_dropped(serve):
+    big = b"<html>" + b"x" * (3 * wire.MAX_ERROR_BODY)
+    server = serve(lambda seen: answer(404, big) if b"/big" in seen.head else answer())
+    with session_for(server.url) as session:
+        response = session.request("GET", "/big", ok=(404,))
+        assert response.body == big[: wire.MAX_ERROR_BODY]
+        assert session.request("GET", "/x").status == 200
+        session.request("GET", "/small", ok=(200,))
+    # The unread rest of the big answer made its connection useless; the small one's not.
+    assert [seen.connection for seen in server.seen] == [1, 2, 2]
+
+
+def test_a_small_error_body_keeps_its_connection(serve):
+    server = serve(lambda seen: answer(400, b'{"message":"bad folder"}'))
+    with session_for(server.url) as session:
+        for _ in range(2):
+            with pytest.raises(errors.PermanentApiError, match="bad folder"):
+                session.request("POST", "/x", json={})
+    assert server.connections == 1
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_was_not_sent_and_is_retried_for_any_method():
+    session = session_for(f"http://127.0.0.1:{_free_port()}", max_attempts=2)
+    with pytest.raises(errors.TransientApiError) as caught:
+        session.request("POST", "/x", json={})
+    assert not caught.value.maybe_applied
+    assert "cannot connect (ConnectError: " in str(caught.value)
+    assert session.stats.as_dict()["retries"] == 1
+
+
+@pytest.mark.parametrize(
+    "reply, words",
+    [
+        (
+            lambda seen: None,
+            "(RemoteProtocolError: Server disconnected without sending a response.)",
+        ),
+        (lambda seen: RESET, "connection lost before the answer (ReadError: "),
+        (
+            lambda seen: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{",
+            "received 1 bytes, expected 100",
+        ),
+        (lambda seen: b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not HTTP/1.x"),
+        (lambda seen: b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "a malformed header line"),
+    ],
+    ids=["closed", "reset", "truncated", "not-http", "bad-header"],
+)
+def test_an_answer_lost_after_sending_may_have_been_applied(serve, reply, words):
+    server = serve(reply, hang_up=True)  # a truncated answer is not followed by its rest
+    with session_for(server.url) as session:
+        with pytest.raises(errors.TransientApiError) as caught:
+            session.request("POST", "/x", json={})
+        assert caught.value.maybe_applied
+        assert words in str(caught.value)
+        assert len(server.seen) == 1  # not repeated: it may have been applied
+
+        server.seen.clear()  # an idempotent call is repeated, on a new connection
+        server.reply = _first_then(reply, ok)
+        assert session.request("GET", "/x").status == 200
+        assert len(server.seen) == 2
+
+
+def _first_then(first: Reply, then: Reply) -> Reply:
+    played: list[int] = []
+
+    def reply(seen: Seen) -> Any:
+        played.append(1)
+        return first(seen) if len(played) == 1 else then(seen)
+
+    return reply
+
+
+def test_no_answer_in_time_is_a_read_timeout(serve):
+    server = serve(lambda seen: server.release.wait(timeout=10) and None)
+    with (
+        session_for(server.url, timeout=0.2) as session,
+        pytest.raises(errors.TransientApiError) as caught,
+    ):
+        session.request("POST", "/x", json={})
+    assert caught.value.maybe_applied
+    assert "no answer in time (ReadTimeout)" in str(caught.value)
+
+
+def test_a_base_url_that_cannot_work_is_permanent():
+    session = session_for("ftp://127.0.0.1/x")
+    with session, pytest.raises(errors.PermanentApiError, match="UnsupportedProtocol"):
+        session.request("GET", "/x")
+
+
+def test_no_secret_reaches_a_failure_message(serve, caplog):
+    # Secrets the session does not know: only the wire's own care keeps them out.
+    token, password = "Bearer tok-5f2e9a", "pw-8c1d7b"
+    body = {"login": "converge", "password": password}
+    replies: list[Reply] = [
+        lambda seen: None,
+        lambda seen: RESET,
+        lambda seen: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{",
+        lambda seen: b"garbage " + seen.head + seen.body + b"\r\n\r\n",
+        lambda seen: server.release.wait(timeout=10) and None,
+    ]
+    messages: list[str] = []
+    for reply in replies:
+        server = serve(reply)
+        with session_for(server.url, timeout=0.2) as session:
+            with (
+                pytest.raises(errors.ApiError) as caught,
+                caplog.at_level("DEBUG", "converge.http"),
+            ):
+                session.request("POST", "/login", json=body, headers={"Authorization": token})
+            messages.append(str(caught.value))
+    with session_for(f"http://127.0.0.1:{_free_port()}", max_attempts=1) as session:
+        for headers in ({"Authorization": token}, {"Authorization": f"{token}\r\nX-Evil: 1"}):
+            with pytest.raises(errors.ApiError) as caught:
+                session.request("POST", "/login", json=body, headers=headers)
+            messages.append(str(caught.value))
+    assert "control character in header Authorization" in messages[-1]
+    messages += [record.getMessage() for record in caplog.records]
+    assert len(messages) > len(replies) + 2  # the debug lines too
+    for message in messages:
+        assert "tok-5f2e9a" not in message and password not in message, message
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a self-signed certificate with")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_verifies_with_the_ca_file_and_refuses_an_unknown_certificate(serve, certificate):
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = serve(ok, tls=context)
+
+    session = session_for(server.url, verify=True)
+    with session, pytest.raises(errors.PermanentApiError) as caught:
+        session.request("GET", "/x")
+    assert "TLS certificate not trusted" in str(caught.value)
+    assert session.stats.as_dict()["retries"] == 0
+
+    for verify in (str(cert), False):
+        with session_for(server.url, verify=verify) as session:
+            assert session.request("GET", "/x").json() == {"ok": True}
+            assert session.request("GET", "/x").json() == {"ok": True}
+    assert server.connections == 3  # one refused, then one kept alive per session
+
+
+# -- requests as httpx built them ------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["http://h:81/base path/x", "https://h/era/", "http://[::1]:8080"])
+@pytest.mark.parametrize(
+    "method, path, params, json, content, headers",
+    [
+        ("GET", "/p a/é/%2F/./x/../y{}`|", None, None, None, {}),
+        (
+            "GET",
+            "/x",
+            {"a": True, "b": False, "c": None, "d": 1.5, "e": [1, "x y"]},
+            None,
+            None,
+            {},
+        ),
+        ("GET", "/x", {"f": "a/b,c&d=é+%", "g": ""}, None, None, {}),
+        ("GET", "", {}, None, None, {}),
+        ("POST", "/x", None, {"a": "é", "b": [1, 2.5], "c": None}, None, {"Authorization": "t"}),
+        ("POST", "/x", None, None, None, {}),
+        ("PUT", "/x", None, None, b"abc", {"content-type": "x/y"}),
+        ("LOOKUP", "/x", None, "abc", None, {"Content-Type": "text/plain"}),
+    ],
+)
+def test_requests_are_built_as_httpx_built_them(base, method, path, params, json, content, headers):
+    client = httpx.Client(base_url=base, headers={"X-Session": "s"})
+    want = client.build_request(
+        method, path, params=params, json=json, content=content, headers=headers
+    )
+    endpoint = wire.Endpoint(base, headers={"X-Session": "s"})
+    body, content_type = wire.encode_body(json, content)
+    got = endpoint.request(
+        method,
+        endpoint.target(path, params),
+        body=body,
+        content_type=content_type,
+        headers=headers,
+    )
+    assert endpoint.origin + got.target == str(want.url)
+    assert got.body == want.content
+    different = {"user-agent"}  # ours names converge
+    assert {k.lower(): v for k, v in got.headers if k.lower() not in different} == {
+        k.lower(): v for k, v in want.headers.multi_items() if k.lower() not in different
+    }
