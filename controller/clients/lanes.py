@@ -157,6 +157,8 @@ class _Connection:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False
+        if not hasattr(select, "poll"):  # Windows
+            return not select.select([sock], [], [], 0)[0]
         poll = select.poll()
         poll.register(sock, select.POLLIN)
         return not poll.poll(0)
@@ -284,8 +286,8 @@ class _Connection:
             n = self._sock.recv_into(view[got:], min(size - got, 1 << 20))
             if n == 0:
                 raise _protocol_error(
-                    "peer closed connection without sending complete message body: "
-                    f"received {got} bytes, expected {size}"
+                    "peer closed connection without sending complete message body "
+                    f"(received {got} bytes, expected {size})"  # h11's words
                 )
             got += n
         return bytes(data)

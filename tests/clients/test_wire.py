@@ -471,3 +471,41 @@ def test_requests_are_built_as_httpx_built_them(base, method, path, params, json
     assert {k.lower(): v for k, v in got.headers if k.lower() not in different} == {
         k.lower(): v for k, v in want.headers.multi_items() if k.lower() not in different
     }
+
+
+# -- both wires, one behaviour ---------------------------------------------------------
+
+
+PARITY = {
+    "json": lambda seen: answer(headers=("Content-Type: application/json", "X-Id: 7")),
+    "gzip": lambda seen: answer(body=gzip.compress(b"[1]"), headers=("Content-Encoding: gzip",)),
+    "chunked": lambda seen: answer(
+        body=b"3\r\n[1]\r\n0\r\n\r\n", headers=("Transfer-Encoding: chunked",)
+    ),
+    "big-error": lambda seen: answer(502, b"y" * (2 * wire.MAX_ERROR_BODY)),
+    "closed": lambda seen: None,
+    "reset": lambda seen: RESET,
+    "truncated": lambda seen: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{",
+}
+
+
+def _outcome(session: http.HttpSession) -> tuple[Any, ...]:
+    try:
+        response = session.request("POST", "/x", json={"a": 1})
+    except errors.ApiError as exc:
+        return type(exc).__name__, exc.status, exc.maybe_applied, str(exc)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return response.status, headers, response.body
+
+
+@pytest.mark.parametrize("name", sorted(PARITY))
+def test_the_socket_wire_answers_and_fails_as_httpx_did(serve, name):
+    outcomes = []
+    for transport in (None, httpx.HTTPTransport()):
+        server = serve(PARITY[name], hang_up=True)
+        session = http.HttpSession(
+            http.HttpSettings(base_url=server.url, connection="local"), transport=transport
+        )
+        with session:
+            outcomes.append(_outcome(session))
+    assert outcomes[0] == outcomes[1]
