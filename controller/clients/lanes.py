@@ -4,7 +4,9 @@ Why this module exists: through httpx → httpcore → h11 one API call cost ~1.
 client CPU on the benchmark VM (issue 7), most of it request and URL models, the
 connection pool's bookkeeping and h11's event machine; ``http.client`` still costs
 ~0.3 ms, a third of it in the ``email`` parser it reads headers with. Writing the bytes
-``wire.Endpoint`` built in one send and reading the answer here costs ~0.1 ms.
+``wire.Endpoint`` built in one send and reading the answer here costs ~0.1 ms, and a whole
+call through ``HttpSession`` ~0.3 ms (a loop of GETs of one roleapp from the emulator,
+medians of runs alternated with the httpx version).
 
 Used by ``controller.clients.http`` only. What it keeps of the httpx transport it
 replaces: keep-alive reuse; an idle connection the server closed, or idle past

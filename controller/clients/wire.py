@@ -101,7 +101,7 @@ class Request:
 # stays too, so a client's own %XX escapes are kept as they are.
 _PATH_UNSAFE = re.compile("[^\x21\x24-\x3b\x3d\x40-\x5f\x61-\x7a\x7c\x7e]")
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # as h11: no CR, LF, NUL or controls
+_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # no CR, LF, NUL, controls (as h11)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0 for these
 
 
@@ -206,7 +206,7 @@ class Endpoint:
             if not TOKEN.fullmatch(name):
                 raise unusable("LocalProtocolError", "a header name that is not a token")
             if _BAD_VALUE.search(value):
-                raise unusable("LocalProtocolError", f"a control character in header {name}")
+                raise unusable("LocalProtocolError", f"a character not allowed in header {name}")
             merged[name.lower()] = (name, value)
         merged.pop("transfer-encoding", None)  # the body is sent whole, with its length
         if content_type is not None and "content-type" not in merged:
