@@ -278,3 +278,64 @@ def test_mutated_documents_are_never_vouched_for_wrongly(
 )
 def test_combinators(schema: dict[str, Any], value: Any, vouched: bool) -> None:
     assert prechecks.compile_schema(schema)(value) is vouched
+
+
+# Arbitrary small schemas made of the keywords prechecks handles, against jsonschema: the
+# shortcuts that skip a node's separate type check (a lone type checked by its keywords)
+# and the one-value const must keep every True true.
+KEYS = ["a", "b"]
+leaf_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-3, max_value=3)
+    | st.sampled_from(["", "a", "ab", "b", "B"])
+)
+schema_values = st.recursive(
+    leaf_values,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(KEYS), children, max_size=2)
+    ),
+    max_leaves=6,
+)
+type_names = st.sampled_from(["object", "array", "string", "integer", "number", "boolean", "null"])
+
+
+def _schemas(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    keywords: dict[str, st.SearchStrategy[Any]] = {
+        "type": type_names | st.lists(type_names, min_size=1, max_size=2, unique=True),
+        "const": leaf_values,
+        "enum": st.lists(leaf_values, min_size=1, max_size=3),
+        "pattern": st.sampled_from(["^a", "b$", "^[a-z]+$"]),
+        "minLength": st.integers(0, 2),
+        "minimum": st.integers(-1, 1),
+        "maximum": st.integers(-1, 1),
+        "required": st.lists(st.sampled_from(KEYS), max_size=2, unique=True),
+        "properties": st.dictionaries(st.sampled_from(KEYS), children, max_size=2),
+        "additionalProperties": st.booleans() | children,
+        "minProperties": st.integers(0, 2),
+        "items": children,
+        "uniqueItems": st.booleans(),
+        "not": st.fixed_dictionaries(
+            {"required": st.lists(st.sampled_from(KEYS), max_size=2, unique=True)}
+        ),
+        "anyOf": st.lists(children, min_size=1, max_size=2),
+    }
+    # A few keywords at a time: schemas with many are rarely satisfiable, and a True is what
+    # this test needs to see often.
+    chosen = st.lists(st.sampled_from(sorted(keywords)), max_size=3, unique=True)
+    return chosen.flatmap(lambda names: st.fixed_dictionaries({n: keywords[n] for n in names}))
+
+
+schemas = st.recursive(st.booleans() | _schemas(st.just(True)), _schemas, max_leaves=4)
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=schemas, value=schema_values)
+def test_arbitrary_schemas_are_never_vouched_for_wrongly(schema: Any, value: Any) -> None:
+    import jsonschema
+
+    if prechecks.compile_schema(schema)(value):
+        errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(value)]
+        assert not errors, f"precheck vouched for an invalid value: {errors}"
