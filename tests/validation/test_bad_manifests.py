@@ -233,6 +233,16 @@ CASES = [
         ("bad.yaml:11: metadata.name: duplicate name 'app' (first declared at bad.yaml:4)",),
     ),
     Case(
+        # Only the first of two same-named roleapps is built, so only it is checked further.
+        "duplicate-name-is-not-checked-further",
+        {
+            "bad.yaml": roleapp("  folder: f\n")
+            + "---\n"
+            + roleapp("  folder: g\n  lifecycle:\n    ignoreFields: [titel]\n")
+        },
+        ("bad.yaml:11: metadata.name: duplicate name 'app' (first declared at bad.yaml:4)",),
+    ),
+    Case(
         "duplicate-connection-across-files",
         {"more/era.yaml": connection("  api: era\n  url: sandbox\n", name="era-main")},
         (
