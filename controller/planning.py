@@ -50,6 +50,8 @@ _FIRST_PASS_ORDER = {
     ActionKind.ARCHIVE: 1,
 }
 _NOT_TRIGGERED_STATES = frozenset({"suspended", "running"})
+_ROLEAPP = Kind.ROLEAPP.value  # an enum member's .value is a descriptor call: ~0.3 us each
+_NO_OBJECTS: Mapping[str, Mapping[str, Any]] = {}  # read-only stand-in, not a new dict per call
 
 
 def build_plan(
@@ -109,17 +111,15 @@ class _RoleAppPlanner:
         archives: Mapping[str, str],
     ) -> None:
         self.archives = archives
+        self.live = live
         # Ids compared lower-case: a UUID written in upper case in a manifest is the same object.
         self.by_id: dict[str, dict[str, Mapping[str, Any]]] = {}
-        self.by_folder: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         for connection, objects in live.items():
             index = self.by_id.setdefault(connection, {})
             for obj in objects:
                 index[str(obj["id"]).lower()] = obj
-                self.by_folder.setdefault((connection, str(obj.get("folder"))), []).append(obj)
-        self.inventory = {
-            (e.connection, e.name): e for e in inventory if e.kind == Kind.ROLEAPP.value
-        }
+        self._by_folder: dict[tuple[str, str], list[Mapping[str, Any]]] | None = None
+        self.inventory = {(e.connection, e.name): e for e in inventory if e.kind == _ROLEAPP}
         # Ids no adoption may take: every inventoried id (another manifest's, or one being
         # pruned).
         self.claimed: set[tuple[str, str]] = {
@@ -133,21 +133,36 @@ class _RoleAppPlanner:
         self.violations: list[GuardViolation] = []
         self.unchanged = 0
 
+    @property
+    def by_folder(self) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+        """Live objects by (connection, folder), built on first need: only adoption asks.
+
+        Why lazily: an estate already applied adopts nothing, and the index cost ~10 ms
+        (a tuple and a list per live object) over 10,000 objects.
+        """
+        if self._by_folder is None:
+            self._by_folder = {}
+            for connection, objects in self.live.items():
+                for obj in objects:
+                    key = (connection, str(obj.get("folder")))
+                    self._by_folder.setdefault(key, []).append(obj)
+        return self._by_folder
+
     def reserve(self, roleapps: Sequence[RoleApp]) -> None:
         """Claim every manifest's own ids before any adoption, whatever the order."""
         for roleapp in roleapps:
             self.claimed.add((roleapp.connection, (roleapp.id or roleapp.create_id).lower()))
 
     def plan_roleapp(self, roleapp: RoleApp) -> None:
-        ref = Ref(Kind.ROLEAPP.value, roleapp.connection, roleapp.name)
-        live_ids = self.by_id.get(roleapp.connection, {})
+        ref = Ref(_ROLEAPP, roleapp.connection, roleapp.name)
+        live_ids = self.by_id.get(roleapp.connection, _NO_OBJECTS)
         entry = self.inventory.get((roleapp.connection, roleapp.name))
         if roleapp.id:
             object_id, obj, how = roleapp.id, live_ids.get(roleapp.id.lower()), "spec.id"
         elif entry is not None:
             object_id, obj, how = entry.id, live_ids.get(entry.id.lower()), "inventory"
-        elif (obj := live_ids.get(roleapp.create_id)) is not None:
-            object_id, how = roleapp.create_id, "create_id"
+        elif (obj := live_ids.get(create_id := roleapp.create_id)) is not None:
+            object_id, how = create_id, "create_id"
         elif (obj := self._adoptable(roleapp)) is not None:
             object_id, how = str(obj["id"]), "folder"
         else:
@@ -287,9 +302,9 @@ class _RoleAppPlanner:
         for (connection, name), entry in sorted(self.inventory.items()):
             if (connection, name) in declared:
                 continue
-            ref = Ref(Kind.ROLEAPP.value, connection, name)
+            ref = Ref(_ROLEAPP, connection, name)
             key = (connection, entry.id.lower())
-            obj = self.by_id.get(connection, {}).get(key[1])
+            obj = self.by_id.get(connection, _NO_OBJECTS).get(key[1])
             if key in self.resolved or obj is None:
                 # Renamed with spec.id pinning it, or already gone: only the record goes.
                 self.forget.append(ref)
