@@ -196,19 +196,23 @@ def _load_lines(
     for index, line, data, builder in read:
         problems.extend(builder.problems)
         if data is not None:  # an empty document (`---` alone): nothing declared
-            documents.append(
-                Document(
-                    file=shown,
-                    path=path,
-                    index=index,
-                    line=line,
-                    data=data,
-                    lines=builder.lines,
-                    from_env=frozenset(builder.from_env),
-                    unset=builder.unset,
-                )
-            )
+            documents.append(_document(builder, shown, path, index, line, data))
     return documents, problems
+
+
+def _document(
+    builder: _Builder, shown: str, path: Path, index: int, line: int, data: Any
+) -> Document:
+    return Document(
+        file=shown,
+        path=path,
+        index=index,
+        line=line,
+        data=data,
+        lines=builder.lines,
+        from_env=frozenset(builder.from_env),
+        unset=builder.unset,
+    )
 
 
 def _load_nodes(
@@ -232,18 +236,8 @@ def _load_nodes(
             if data is None:  # an empty document (`---` alone): nothing declared
                 continue
             problems.extend(builder.problems)
-            documents.append(
-                Document(
-                    file=shown,
-                    path=path,
-                    index=index,
-                    line=node.start_mark.line + 1,
-                    data=data,
-                    lines=builder.lines,
-                    from_env=frozenset(builder.from_env),
-                    unset=builder.unset,
-                )
-            )
+            line = node.start_mark.line + 1
+            documents.append(_document(builder, shown, path, index, line, data))
     except _TooLarge as exc:
         problems.append(Problem(shown, exc.line, "", exc.message))
     except yaml.YAMLError as exc:
@@ -297,18 +291,7 @@ def _load_events(
                 line, data = _event_document(get_event, builder)
                 problems.extend(builder.problems)
                 if data is not None:  # an empty document (`---` alone): nothing declared
-                    documents.append(
-                        Document(
-                            file=shown,
-                            path=path,
-                            index=index,
-                            line=line,
-                            data=data,
-                            lines=builder.lines,
-                            from_env=frozenset(builder.from_env),
-                            unset=builder.unset,
-                        )
-                    )
+                    documents.append(_document(builder, shown, path, index, line, data))
                 index += 1
             elif kind is yaml.StreamEndEvent:
                 return documents, problems
