@@ -12,7 +12,7 @@ import getpass
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from controller.fetching import LiveState
 from controller.manifests import Api, BackupPolicy, Kind, Manifests
 from controller.plans import Action, ActionKind, ArchiveUpload, Plan, Ref
 from controller.state import open_store
-from controller.state.store import Store
+from controller.state.store import InventoryEntry, Store
 
 
 class UsageError(ConvergeError):
@@ -155,17 +155,25 @@ class Run:
 
     # -- reading --------------------------------------------------------------------------
 
-    def era_connections(self, *, all_declared: bool = False) -> list[str]:
-        """Era connections to list: those with roleapps or inventory (or every one, for drift)."""
+    def era_connections(
+        self, *, all_declared: bool = False, inventory: Sequence[InventoryEntry] | None = None
+    ) -> list[str]:
+        """Era connections to list: those with roleapps or inventory (or every one, for drift).
+
+        ``inventory``: the whole inventory when the caller has read it already.
+        """
         declared = [c.name for c in self.manifests.connections if c.api == Api.ERA]
         if all_declared:
             return declared
+        entries = self.store.inventory(Kind.ROLEAPP.value) if inventory is None else inventory
         used = {r.connection for r in self.manifests.roleapps}
-        used |= {e.connection for e in self.store.inventory(Kind.ROLEAPP.value)}
+        used |= {e.connection for e in entries if e.kind == Kind.ROLEAPP.value}
         return [name for name in declared if name in used]
 
-    def fetch(self, *, all_connections: bool = False) -> LiveState:
-        era = self.era_connections(all_declared=all_connections)
+    def fetch(
+        self, *, all_connections: bool = False, inventory: Sequence[InventoryEntry] | None = None
+    ) -> LiveState:
+        era = self.era_connections(all_declared=all_connections, inventory=inventory)
         connecting.require_secrets(
             self.manifests, connections=[*era, *(p.connection for p in self.manifests.policies)]
         )
@@ -173,9 +181,12 @@ class Run:
 
     def plan(self, live: LiveState | None = None) -> Plan:
         """Read live state and plan; scoped by --selector and --target."""
-        live = live or self.fetch()
+        # One read of the inventory serves the listing and the planner: at 10,000 entries a
+        # read costs ~35 ms of CPU (rows, datetimes, records).
+        everything = self.store.inventory()
+        live = live or self.fetch(inventory=everything)
         declared = {c.name for c in self.manifests.connections}
-        inventory = [e for e in self.store.inventory() if e.connection in declared]
+        inventory = [e for e in everything if e.connection in declared]
         owned = {p.name: self._owned_backups(p) for p in self.manifests.policies}
         plan = planning.build_plan(
             roleapps=self.manifests.roleapps,
