@@ -297,7 +297,6 @@ class _Reader:
     def flat(self, inner: str, mapping: bool, line: int, path: KeyPath) -> Any:
         """A flow collection matched by _FLAT_MAPPING or _FLAT_SEQUENCE, without brackets."""
         lines = self.lines
-        may_resolve = self.may_resolve
         if not inner.strip(" "):
             return {} if mapping else []
         items = inner.split(",")
@@ -307,10 +306,7 @@ class _Reader:
             for position, item in enumerate(items):
                 child = (*path, position)
                 lines[child] = line
-                value = item.strip(" ")
-                if value[:1] in may_resolve or "$" in value:
-                    value = self.builder.scalar(None, value, _Source(None, line), child)
-                result.append(value)
+                result.append(self.scalar(item.strip(" "), None, line, child))
             return result
         pairs: dict[str, Any] = {}
         for item in items:
@@ -320,10 +316,7 @@ class _Reader:
                 raise Unsupported
             child = (*path, key)
             lines[child] = line
-            value = value.strip(" ")
-            if value[:1] in may_resolve or "$" in value:
-                value = self.builder.scalar(None, value, _Source(None, line), child)
-            pairs[key] = value
+            pairs[key] = self.scalar(value.strip(" "), None, line, child)
         return pairs
 
     def flow_value(self, text: str, at: int, line: int, path: KeyPath, depth: int) -> Any:
