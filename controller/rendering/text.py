@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from controller import redaction
@@ -86,7 +87,18 @@ def summary_line(plan: Plan) -> str:
 
 def format_value(value: Any) -> str:
     """JSON for values (strings quoted, so `""` and `null` are visible), Cyrillic kept as is."""
+    # Why the shortcuts: a plan of 1,000 creates formats ~12,000 scalars, and json.dumps
+    # builds an encoder for each (~4 µs). These are the very functions it ends up calling.
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None or type(value) is bool:
+        return _JSON_CONSTANTS[value]
+    if type(value) is int:
+        return int.__repr__(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 
 def format_change(change: FieldChange) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller import planning, rendering
 from controller.clients.backups import BackupState, LiveBackup
@@ -36,6 +38,7 @@ from controller.plans import (
     Unmanaged,
 )
 from controller.rendering import markdown
+from controller.rendering.text import format_value
 from controller.state.store import InventoryEntry
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -300,3 +303,27 @@ def test_markdown_stays_under_the_comment_limit() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown plan format"):
         rendering.render_plan(Plan(created=NOW), "yaml")
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(_JSON_VALUES)
+def test_format_value_is_json_dumps(value: Any) -> None:
+    # format_value skips json.dumps for lone scalars; it must print exactly what it would.
+    assert format_value(value) == json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def test_format_value_keeps_cyrillic_and_escapes_quotes() -> None:
+    assert format_value('Отдел "кадров"\n') == '"Отдел \\"кадров\\"\\n"'
+    assert [format_value(v) for v in (None, True, False, 0, -7)] == [
+        "null",
+        "true",
+        "false",
+        "0",
+        "-7",
+    ]
