@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import zipfile
 from pathlib import Path
 
 from controller.errors import ConvergeError
@@ -40,6 +39,8 @@ def md5_hex(data: bytes) -> str:
 
 
 def _zip_directory(root: Path) -> bytes:
+    import zipfile  # here: only a directory archive needs it, and it costs ~5 ms to load
+
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
         key=lambda p: p.relative_to(root).as_posix(),

@@ -23,12 +23,17 @@ import queue
 import re
 import select
 import socket
-import ssl
 import time
 import zlib
+from typing import TYPE_CHECKING
 
 from controller.clients import wire
 from controller.clients.wire import MAX_ERROR_BODY, Answer, Request
+
+if TYPE_CHECKING:
+    # Imported where TLS is set up, not here: ``ssl`` costs ~15 ms of start-up, and plain
+    # http (the emulator, a proxy in front of the APIs) never needs it.
+    import ssl
 
 # httpx's default: a connection idle longer than this is closed, not reused, because
 # servers drop idle ones after a few seconds and a request sent as they do is lost.
@@ -46,6 +51,8 @@ def _protocol_error(detail: str) -> wire.Failure:
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
     """As httpx builds it: certifi's CAs for True, none checked for False, or a CA file."""
+    import ssl
+
     if verify is False:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -61,6 +68,19 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
             context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def _tls_pending(sock: socket.socket) -> bool:
+    """Decrypted bytes buffered at rest: the server spoke unasked, so do not reuse it."""
+    import ssl  # loaded already: only a TLS connection calls this
+
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
+def _untrusted(exc: OSError) -> bool:
+    import ssl  # loaded already: only a TLS connection calls this
+
+    return isinstance(exc, ssl.SSLCertVerificationError)
 
 
 class Lanes:
@@ -157,7 +177,7 @@ class _Connection:
         assert sock is not None
         if time.monotonic() - self._idle_since > KEEPALIVE_EXPIRY:
             return False
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if self._context is not None and _tls_pending(sock):
             return False
         if not hasattr(select, "poll"):  # Windows
             return not select.select([sock], [], [], 0)[0]
@@ -179,14 +199,13 @@ class _Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is not None:
                 sock = self._context.wrap_socket(sock, server_hostname=endpoint.host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise wire.not_trusted(exc) from exc
         except TimeoutError as exc:
             sock.close()
             raise wire.cannot_connect("ConnectTimeout", exc) from exc
-        except OSError as exc:
+        except OSError as exc:  # ssl's errors too, certificate ones among them
             sock.close()
+            if self._context is not None and _untrusted(exc):
+                raise wire.not_trusted(exc) from exc
             raise wire.cannot_connect("ConnectError", exc) from exc
         self._sock = sock
         return sock
