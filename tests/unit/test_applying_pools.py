@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from controller import applying
 from controller.manifests import Kind
 from controller.plans import Action, ActionKind, Managed, Plan, Ref
@@ -96,3 +98,29 @@ def test_each_connection_runs_at_its_own_concurrency_and_all_are_recorded():
     assert clients.overlap  # the two connections' objects ran side by side
     # Each create is recorded on its own, then every managed object once more at the end.
     assert len(store.entries) == 2 * len(actions)
+
+
+def test_an_error_in_one_chain_is_raised_after_every_other_chain_ran():
+    # A progress line that cannot be written (stdout closed) must not strand the other
+    # objects half way: they all run and are recorded, then the error comes out.
+    actions = tuple(_create("era-a", n) for n in range(6))
+    plan = Plan(
+        created=datetime.now(UTC),
+        actions=actions,
+        managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
+    )
+
+    def progress(progress: applying.Progress) -> None:
+        if progress.result is not None and progress.action is actions[2]:
+            raise BrokenPipeError("stdout closed")
+
+    store = _Store()
+    applier = applying.Applier(
+        clients=_Clients(),  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+        on_progress=progress,
+    )
+    with pytest.raises(BrokenPipeError, match="stdout closed"):
+        applier.apply(plan)
+    assert sorted(e.name for e in store.entries) == sorted(a.ref.name for a in actions)
