@@ -3,4 +3,4 @@
 from controller import cli
 
 if __name__ == "__main__":
-    cli.main()
+    cli.run()

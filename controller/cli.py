@@ -35,10 +35,14 @@ if TYPE_CHECKING:
 class Context:
     """What every command shares: verbosity, colour, and the secrets to keep out of output."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, owns_process: bool = False) -> None:
         self.verbose = 0
         self.no_color = bool(os.environ.get("NO_COLOR"))
         self.secrets: set[str] = set()
+        # True when this command is the whole process (the `converge` script, `python -m
+        # controller`), not one call among many (CliRunner in tests): what it loads then
+        # lives until exit, and the garbage collector may stop scanning it (loading.load).
+        self.owns_process = owns_process
 
     @property
     def color(self) -> bool:
@@ -138,6 +142,11 @@ def main(ctx: click.Context) -> None:
         _collect_less_often(ctx)
 
 
+def run() -> None:
+    """The `converge` script and `python -m controller`: main() in a process of its own."""
+    main(obj=Context(owns_process=True))
+
+
 # Why: the cyclic GC's default first threshold (700 net allocations) suits long-running
 # programs. A converge run is short and keeps nearly all it builds to the end (documents,
 # manifests, live objects, the plan), with almost no cycles, so each collection rescans
@@ -168,7 +177,7 @@ def validate(state: Context, paths: tuple[str, ...]) -> None:
     """
     from controller import validating
 
-    manifests = validating.validate(paths or (".",))
+    manifests = validating.validate(paths or (".",), freeze=state.owns_process)
     state.echo(f"OK: {validating.summary(manifests)}")
     if state.verbose and manifests.unset_secrets:
         state.echo(
@@ -296,6 +305,7 @@ def _run_options(
     lock_timeout: float,
     prune: bool = True,
     parallelism: int | None = None,
+    owns_process: bool,
 ) -> orchestrating.RunOptions:
     from controller import orchestrating
 
@@ -307,6 +317,7 @@ def _run_options(
         lock_timeout=lock_timeout,
         prune=prune,
         parallelism=parallelism,
+        freeze_loaded=owns_process,
     )
 
 
@@ -350,7 +361,8 @@ def plan(
     from controller import orchestrating, rendering
 
     with orchestrating.Run(
-        _run_options(paths, prune=not no_prune, **options), command="plan"
+        _run_options(paths, prune=not no_prune, owns_process=state.owns_process, **options),
+        command="plan",
     ) as run:
         state.secrets |= run.manifests.secret_values()
         the_plan = run.plan()
@@ -423,7 +435,13 @@ def apply(
         raise orchestrating.UsageError(
             "apply needs confirmation and there is no terminal: pass --auto-approve, or --plan FILE from `converge plan --out`"
         )
-    run_options = _run_options(paths, prune=not no_prune, parallelism=parallelism, **options)
+    run_options = _run_options(
+        paths,
+        prune=not no_prune,
+        parallelism=parallelism,
+        owns_process=state.owns_process,
+        **options,
+    )
     with orchestrating.Run(run_options, command="apply") as run:
         state.secrets |= run.manifests.secret_values()
         run.lock()
@@ -677,7 +695,8 @@ def drift(
     from controller.rendering import drift_text
     from controller.rendering.drift import render_drift
 
-    with orchestrating.Run(_run_options(paths, **options), command="drift") as run:
+    run_options = _run_options(paths, owns_process=state.owns_process, **options)
+    with orchestrating.Run(run_options, command="drift") as run:
         state.secrets |= run.manifests.secret_values()
         report = drifting.check(run)
     text = render_drift(report, fmt, color=state.color and output is None)

@@ -96,6 +96,7 @@ class RunOptions:
     lock_timeout: float = 0.0
     parallelism: int | None = None
     prune: bool = True
+    freeze_loaded: bool = False  # the CLI's own process: see loading.load
 
 
 def sandbox_dir(state_url: str) -> Path:
@@ -115,7 +116,7 @@ class Run:
         self.command = command
         self.now = now or (lambda: datetime.now(UTC))
         self.run_id = uuid.uuid4().hex[:12]
-        self.manifests = validating.validate(options.paths)
+        self.manifests = validating.validate(options.paths, freeze=options.freeze_loaded)
         self._stack = ExitStack()
         self._store: Store | None = None
         self._clients: Clients | None = None

@@ -95,9 +95,17 @@ def _validator(kind: Kind) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(_schema(kind))
 
 
-def validate(paths: Iterable[str | Path], *, environ: Mapping[str, str] | None = None) -> Manifests:
-    """Load and check every manifest under ``paths``; ManifestError lists every problem."""
-    result = loading.load(paths, environ=environ)
+def validate(
+    paths: Iterable[str | Path],
+    *,
+    environ: Mapping[str, str] | None = None,
+    freeze: bool = False,
+) -> Manifests:
+    """Load and check every manifest under ``paths``; ManifestError lists every problem.
+
+    ``freeze``: as ``loading.load``'s, for the CLI's own process only.
+    """
+    result = loading.load(paths, environ=environ, freeze=freeze)
     problems = list(result.problems)
     by_kind: dict[Kind, list[Document]] = {kind: [] for kind in Kind}
     unset_secrets: list[UnsetSecret] = []
