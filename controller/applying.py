@@ -9,8 +9,9 @@ Called by orchestrating, with the state lock held. Why the shape:
    with the error's message, or skipped because an earlier action of the same object
    failed). A partial apply is a report, not an exception.
 3. The state is written as soon as a fact is known — a created object's id right after
-   the create, a backup's id right after the trigger and before waiting — so a crash
-   loses nothing the next run needs.
+   the create (by ``group_commit``, several threads' in one transaction, before the
+   object is reported), a backup's id right after the trigger and before waiting — so a
+   crash loses nothing the next run needs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from controller import archives, durations
 from controller.clients.backups import BackupState, LiveBackup
 from controller.connecting import Clients
 from controller.errors import ConvergeError
+from controller.group_commit import GroupCommit
 from controller.manifests import BackupPolicy, Kind
 from controller.plans import Action, ActionKind, Plan, Ref
 from controller.state.store import BackupRecord, InventoryEntry, Store
@@ -112,6 +114,7 @@ class Applier:
         self._total = 0
         self._prevent_destroy: Mapping[Ref, bool] = {}
         self._remembered: set[tuple[Ref, str]] = set()  # recorded during this apply
+        self._group: GroupCommit | None = None  # while chains run: records their objects
 
     def apply(self, plan: Plan) -> ApplyReport:
         self._total = len(plan.actions)
@@ -161,10 +164,14 @@ class Applier:
                         name=f"apply {connection or 'backups'}",
                     )
                 )
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        self._group = GroupCommit(self.store.upsert_inventory)
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            self._group.close()  # the last records committed and reported
         results: list[ActionResult] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -189,7 +196,7 @@ class Applier:
     def _run_chain(self, chain: Sequence[Action]) -> list[ActionResult]:
         results: list[ActionResult] = []
         failed = False
-        for action in chain:
+        for position, action in enumerate(chain):
             if failed:
                 result = ActionResult(
                     action=action,
@@ -199,11 +206,18 @@ class Applier:
             else:
                 self.on_progress(Progress(action, None, self._done, self._total))
                 result = self._run(action)
+                if result.outcome is Outcome.SUCCEEDED and action.kind in _RECORDED:
+                    entry = self._inventory_entry(action)
+                    if position == len(chain) - 1:
+                        # The object's last action: it is reported once its record is
+                        # committed (by the group commit), and this thread goes on meanwhile.
+                        assert self._group is not None  # set while chains run
+                        results.append(result)
+                        self._group.submit(entry, self._reporter(results, len(results) - 1))
+                        continue
+                    result = self._record_now(entry, result)
                 failed = result.outcome is not Outcome.SUCCEEDED
-            with self._lock:
-                self._done += 1
-                done = self._done
-            self.on_progress(Progress(action, result, done, self._total))
+            self._report(result)
             results.append(result)
         return results
 
@@ -211,20 +225,8 @@ class Applier:
         started = time.monotonic()
         try:
             message = _HANDLERS[action.kind](self, action)
-        except ConvergeError as exc:
-            return ActionResult(
-                action=action,
-                outcome=Outcome.FAILED,
-                message=str(exc),
-                seconds=time.monotonic() - started,
-            )
-        except Exception as exc:  # a bug must not take the other actions down with it
-            return ActionResult(
-                action=action,
-                outcome=Outcome.FAILED,
-                message=f"internal error: {type(exc).__name__}: {exc}",
-                seconds=time.monotonic() - started,
-            )
+        except Exception as exc:  # a bug too must not take the other actions down with it
+            return _failed(action, exc, seconds=time.monotonic() - started)
         return ActionResult(
             action=action,
             outcome=Outcome.SUCCEEDED,
@@ -232,13 +234,58 @@ class Applier:
             seconds=time.monotonic() - started,
         )
 
+    def _report(self, result: ActionResult) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        self.on_progress(Progress(result.action, result, done, self._total))
+
+    # -- the inventory: what a create or adopt made ours ----------------------------------
+
+    def _inventory_entry(self, action: Action) -> InventoryEntry:
+        assert action.id is not None
+        return InventoryEntry(
+            kind=action.ref.kind,
+            connection=action.ref.connection,
+            name=action.ref.name,
+            id=action.id,
+            prevent_destroy=self._prevent_destroy.get(action.ref, False),
+            applied_at=self.now(),
+        )
+
+    def _record_now(self, entry: InventoryEntry, result: ActionResult) -> ActionResult:
+        """Commit before the object's next action (an archive), which builds on it."""
+        try:
+            self.store.upsert_inventory([entry])
+        except Exception as exc:
+            return _failed(result.action, exc, seconds=result.seconds)
+        with self._lock:
+            self._remembered.add((result.action.ref, entry.id))
+        return result
+
+    def _reporter(
+        self, results: list[ActionResult], index: int
+    ) -> Callable[[Exception | None], None]:
+        """What the group commit calls once ``results[index]``'s record is in (or is not)."""
+
+        def report(error: Exception | None) -> None:
+            result = results[index]
+            if error is None:
+                with self._lock:
+                    self._remembered.add((result.action.ref, result.action.id or ""))
+            else:  # created, but the state does not know it: the next plan finds it by id
+                result = _failed(result.action, error, seconds=result.seconds)
+                results[index] = result
+            self._report(result)
+
+        return report
+
     # -- roleapps -------------------------------------------------------------------------
 
     def _create(self, action: Action) -> str:
         assert action.desired is not None and action.id is not None
         self.clients.era(action.ref.connection).create(action.desired)
-        self._remember(action.ref, action.id)
-        return f"created {action.id}"
+        return f"created {action.id}"  # recorded by _run_chain
 
     def _update(self, action: Action) -> str:
         assert action.id is not None
@@ -250,8 +297,7 @@ class Applier:
         assert action.id is not None
         if action.patch:
             self.clients.era(action.ref.connection).update(action.id, action.patch)
-        self._remember(action.ref, action.id)
-        return f"adopted {action.id}"
+        return f"adopted {action.id}"  # recorded by _run_chain
 
     def _archive(self, action: Action) -> str:
         assert action.archive is not None and action.id is not None
@@ -266,22 +312,6 @@ class Applier:
         self.clients.era(action.ref.connection).delete(action.id)
         self.store.remove_inventory(action.ref.kind, action.ref.connection, action.ref.name)
         return f"deleted {action.id}"
-
-    def _remember(self, ref: Ref, object_id: str) -> None:
-        self.store.upsert_inventory(
-            [
-                InventoryEntry(
-                    kind=ref.kind,
-                    connection=ref.connection,
-                    name=ref.name,
-                    id=object_id,
-                    prevent_destroy=self._prevent_destroy.get(ref, False),
-                    applied_at=self.now(),
-                )
-            ]
-        )
-        with self._lock:
-            self._remembered.add((ref, object_id))
 
     def _record_unchanged(self, plan: Plan, results: Sequence[ActionResult]) -> None:
         """Record every declared object whose actions all succeeded (or that had none).
@@ -394,6 +424,19 @@ class Applier:
                 message=live.message if live else "",
             )
         )
+
+
+# The actions after which the object is ours: its id goes into the inventory at once.
+_RECORDED = frozenset({ActionKind.CREATE, ActionKind.ADOPT})
+
+
+def _failed(action: Action, exc: Exception, *, seconds: float) -> ActionResult:
+    message = (
+        str(exc)
+        if isinstance(exc, ConvergeError)
+        else f"internal error: {type(exc).__name__}: {exc}"
+    )
+    return ActionResult(action=action, outcome=Outcome.FAILED, message=message, seconds=seconds)
 
 
 class _Taker:

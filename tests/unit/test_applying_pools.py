@@ -11,13 +11,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller import applying
+from controller import applying, archives
+from controller.errors import StateError
 from controller.manifests import Kind
-from controller.plans import Action, ActionKind, Managed, Plan, Ref
+from controller.plans import Action, ActionKind, ArchiveUpload, Managed, Plan, Ref
 from controller.state.store import InventoryEntry
 
 CONCURRENCY = {"era-a": 2, "era-b": 3}
@@ -124,3 +126,82 @@ def test_an_error_in_one_chain_is_raised_after_every_other_chain_ran():
     with pytest.raises(BrokenPipeError, match="stdout closed"):
         applier.apply(plan)
     assert sorted(e.name for e in store.entries) == sorted(a.ref.name for a in actions)
+
+
+class _RefusingStore(_Store):
+    """Refuses to record one name: the database is fine for every other entry."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def upsert_inventory(self, entries: Iterable[InventoryEntry]) -> None:
+        batch = list(entries)
+        if any(e.name == self.refuse for e in batch):
+            raise StateError(f"state store: cannot record {self.refuse}")
+        super().upsert_inventory(batch)
+
+
+def test_a_create_the_state_cannot_record_is_reported_failed_and_alone():
+    actions = tuple(_create("era-a", n) for n in range(6))
+    plan = Plan(
+        created=datetime.now(UTC),
+        actions=actions,
+        managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
+    )
+    finished: list[tuple[str, str]] = []
+    store = _RefusingStore("app-002")
+
+    def progress(progress: applying.Progress) -> None:
+        if progress.result is not None:
+            recorded = any(e.name == progress.action.ref.name for e in store.entries)
+            finished.append((progress.action.ref.name, progress.result.outcome.value))
+            # Commit before report: a success is never shown before its record exists.
+            assert recorded or progress.result.outcome is not applying.Outcome.SUCCEEDED
+
+    report = applying.Applier(
+        clients=_Clients(),  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+        on_progress=progress,
+    ).apply(plan)
+
+    outcomes = {r.action.ref.name: (r.outcome, r.message) for r in report.results}
+    assert outcomes.pop("app-002") == (
+        applying.Outcome.FAILED,
+        "state store: cannot record app-002",
+    )
+    assert {o for o, _ in outcomes.values()} == {applying.Outcome.SUCCEEDED}
+    assert sorted(name for name, _ in finished) == sorted(a.ref.name for a in actions)
+    assert report.exit_code == 5
+
+
+def test_an_archive_waits_for_its_create_to_be_recorded_and_is_skipped_if_it_is_not(
+    tmp_path: Path,
+) -> None:
+    # [create, archive]: the create is recorded before the upload (not handed to the group
+    # commit), so a record that fails stops the object there, as any failed action does.
+    zipped = tmp_path / "site.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    create = _create("era-a", 1)
+    upload = Action(
+        kind=ActionKind.ARCHIVE,
+        ref=create.ref,
+        reason="archive changed",
+        id=create.id,
+        archive=ArchiveUpload(path=str(zipped), md5=archives.md5_hex(zipped.read_bytes())),
+    )
+    plan = Plan(
+        created=datetime.now(UTC),
+        actions=(create, upload),
+        managed=(Managed(ref=create.ref, id=create.id or ""),),
+    )
+    report = applying.Applier(
+        clients=_Clients(),  # type: ignore[arg-type]
+        store=_RefusingStore(create.ref.name),  # type: ignore[arg-type]
+        policies={},
+    ).apply(plan)
+    assert [(r.action.kind, r.outcome) for r in report.results] == [
+        (ActionKind.CREATE, applying.Outcome.FAILED),
+        (ActionKind.ARCHIVE, applying.Outcome.SKIPPED),
+    ]
