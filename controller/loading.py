@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -508,16 +509,26 @@ class _Builder:
             # schemas only speak JSON types, and a date in a description must stay a string.
             return value
         # `!!int abc`, `!!bool maybe`, `!!int` with no value: whatever the constructor trips on.
+        shown = value if len(value) <= 40 else value[:37] + "..."
         try:
-            return _construct(tag, value)
+            result = _construct(tag, value)
         except (ValueError, LookupError, ArithmeticError, TypeError):
-            shown = value if len(value) <= 40 else value[:37] + "..."
             self._problem(
                 source.start_mark.line + 1,
                 dotted(path),
                 f"invalid YAML: {shown!r} is not a valid !!{tag.rsplit(':', 1)[-1]}",
             )
             return value
+        if type(result) is float and not math.isfinite(result):
+            # .nan, .inf, 1.0e+400: JSON, which every API converge talks to speaks, has
+            # neither; and a NaN is unequal even to itself, so it would drift for ever.
+            self._problem(
+                source.start_mark.line + 1,
+                dotted(path),
+                f"{shown!r} is not a finite number (JSON has no NaN or infinity)",
+            )
+            return value
+        return result
 
     def _expand(self, value: str, path: KeyPath) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -544,7 +555,8 @@ def _typed(text: str) -> Any:
     if _INT.match(text):
         return int(text)
     if _FLOAT.match(text):
-        return float(text)
+        number = float(text)
+        return number if math.isfinite(number) else text  # 1e400: too big for JSON
     return text
 
 

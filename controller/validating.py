@@ -118,8 +118,21 @@ def validate(
     declared = _declared_connections(result.documents)
     manifests = _build(by_kind, problems, declared=declared, documents=len(result.documents))
     if problems:
-        raise ManifestError(sorted(set(problems)))
+        raise ManifestError(sorted(set(_unrepeated(problems, loaded=len(result.problems)))))
     return dataclasses.replace(manifests, unset_secrets=tuple(unset_secrets))
+
+
+def _unrepeated(problems: list[Problem], *, loaded: int) -> list[Problem]:
+    """Without later problems at the very key whose value loading refused.
+
+    A value loading refused (``!!int abc``, ``.nan``) is kept as its text, so the schema
+    then says "must be a number, got a string" about it too: the same mistake twice.
+    """
+    refused = {(p.file, p.line, p.key) for p in problems[:loaded] if p.key}
+    if not refused:
+        return problems
+    later = [p for p in problems[loaded:] if (p.file, p.line, p.key) not in refused]
+    return problems[:loaded] + later
 
 
 def _check_document(

@@ -785,6 +785,34 @@ CASES = [
         },
         ("bad.yaml:1: more than 100000 values once aliases are expanded",),
     ),
+    # ── numbers JSON cannot carry ──────────────────────────────────────────────────────
+    Case(
+        "rate-limit-not-a-number",  # said once: not again as "must be a number, got a string"
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  rateLimit: .nan\n")},
+        (
+            "bad.yaml:8: spec.rateLimit: '.nan' is not a finite number (JSON has no NaN or infinity)",
+        ),
+    ),
+    Case(
+        "opts-infinite-or-too-big",
+        {"bad.yaml": roleapp("  folder: f\n  opts: {ratio: -.inf, big: 1.0e+400, odd: [.NaN]}\n")},
+        (
+            "bad.yaml:7: spec.opts.big: '1.0e+400' is not a finite number (JSON has no NaN or infinity)",
+            "bad.yaml:7: spec.opts.odd[0]: '.NaN' is not a finite number (JSON has no NaN or infinity)",
+            "bad.yaml:7: spec.opts.ratio: '-.inf' is not a finite number (JSON has no NaN or infinity)",
+        ),
+    ),
+    Case(
+        "rate-limit-from-a-variable-too-big-for-a-float",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  rateLimit: ${RATE}\n")},
+        ("bad.yaml:8: spec.rateLimit: must be a number, got a string",),
+        env={"RATE": "1e400"},
+    ),
+    Case(
+        "invalid-tag-said-once",
+        {"bad.yaml": connection("  api: era\n  url: sandbox\n  concurrency: !!int abc\n")},
+        ("bad.yaml:8: spec.concurrency: invalid YAML: 'abc' is not a valid !!int",),
+    ),
     # ── several problems at once ───────────────────────────────────────────────────────
     Case(
         "many-errors-in-one-file-all-printed-sorted",
