@@ -176,6 +176,25 @@ def is_valid_schedule(expression: str) -> bool:
     return bool(croniter.is_valid(expression))
 
 
+def schedule_fires(expression: str) -> bool:
+    """For validating: whether a valid ``expression`` matches any date at all.
+
+    "0 0 30 2 *" (30 February) is valid cron that never fires; croniter then fails to find
+    a slot, which a plan would meet as an internal error. 29 February does fire.
+    """
+    from croniter import CroniterBadDateError, croniter
+
+    try:
+        croniter(expression, _FIRES_FROM).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
+
+
+# Any fixed instant will do: whether some date matches does not depend on where one starts.
+_FIRES_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def _successes_newest_first(backups: Iterable[LiveBackup]) -> list[LiveBackup]:
     successes = [b for b in backups if b.state is BackupState.SUCCEEDED]
     return sorted(successes, key=_sort_key, reverse=True)

@@ -553,6 +553,12 @@ class _CrossChecks:
                     ("spec", "schedule"),
                     f"invalid cron expression {spec['schedule']!r} (minute hour day month weekday)",
                 )
+            elif "schedule" in spec and not policies.schedule_fires(spec["schedule"]):
+                self.problem(
+                    document,
+                    ("spec", "schedule"),
+                    f"{spec['schedule']!r} never fires: no date matches it (such as 30 February)",
+                )
             if connection is None:
                 continue
             retention = spec.get("retention")

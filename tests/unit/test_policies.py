@@ -430,3 +430,18 @@ def test_no_retention_expires_nothing() -> None:
     owned = {b.id for b in SERIES}
     assert expired_ids(None, SERIES, owned) == []
     assert expired_ids(Retention(), SERIES, owned) == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "fires"),
+    [
+        ("0 0 29 2 *", True),  # every fourth year
+        ("0 0 30 2 *", False),
+        ("0 3 31 11 *", False),
+        ("0 0 30 2 1", True),  # day of month OR weekday, as cron means it: every Monday too
+        ("@yearly", True),
+        ("*/5 * * * *", True),
+    ],
+)
+def test_schedule_fires_only_when_some_date_matches(expression: str, fires: bool) -> None:
+    assert policies.schedule_fires(expression) is fires

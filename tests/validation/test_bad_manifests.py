@@ -260,6 +260,14 @@ CASES = [
         ),
     ),
     Case(
+        "cron-on-a-date-that-never-comes",  # once an internal error at plan time
+        {"bad.yaml": policy("  schedule: '0 3 31 11 *'\n" + VCDA_SOURCE)},
+        (
+            "bad.yaml:6: spec.schedule: '0 3 31 11 *' never fires: no date matches it "
+            "(such as 30 February)",
+        ),
+    ),
+    Case(
         "cron-words",
         {"bad.yaml": policy("  schedule: every night\n" + VCDA_SOURCE)},
         (
