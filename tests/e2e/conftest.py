@@ -225,9 +225,11 @@ class Workspace:
             f"  folder: {folder or name}\n{body}\n",
         )
 
-    def run(self, *args: str, input: str | None = None) -> Result:
+    def run(
+        self, *args: str, input: str | None = None, python_flags: tuple[str, ...] = ()
+    ) -> Result:
         completed = subprocess.run(
-            [sys.executable, "-m", "controller", *args],
+            [sys.executable, *python_flags, "-m", "controller", *args],
             cwd=self.root,
             env=self.env,
             input=input,

@@ -9,26 +9,15 @@ as a user would, with ``-X importtime``, and reads the modules it loaded.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.e2e.conftest import RUN_TIMEOUT, Workspace
+from tests.e2e.conftest import Workspace
 
 LAZY = ("ssl", "email.utils", "zipfile")
 
 
 def loaded_modules(workspace: Workspace, *args: str) -> tuple[int, set[str]]:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "controller", *args],
-        cwd=workspace.root,
-        env=workspace.env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    done = workspace.run(*args, python_flags=("-X", "importtime"))
     # "import time: self [us] | cumulative | imported package", one line per module.
     modules = {
         line.rsplit("|", 1)[1].strip()
@@ -36,7 +25,7 @@ def loaded_modules(workspace: Workspace, *args: str) -> tuple[int, set[str]]:
         if line.startswith("import time:") and line.count("|") == 2
     }
     assert "controller.orchestrating" in modules, done.stderr[-2000:]
-    return done.returncode, modules
+    return done.code, modules
 
 
 @pytest.mark.parametrize("command", ["plan", "apply"])

@@ -80,13 +80,18 @@ def _create(connection: str, n: int) -> Action:
     )
 
 
-def test_each_connection_runs_at_its_own_concurrency_and_all_are_recorded():
-    actions = tuple(_create(c, n) for c in CONCURRENCY for n in range(12))
-    plan = Plan(
+def _plan(actions: tuple[Action, ...]) -> Plan:
+    """A plan of these actions, each object managed under its action's id."""
+    return Plan(
         created=datetime.now(UTC),
         actions=actions,
         managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
     )
+
+
+def test_each_connection_runs_at_its_own_concurrency_and_all_are_recorded():
+    actions = tuple(_create(c, n) for c in CONCURRENCY for n in range(12))
+    plan = _plan(actions)
     clients, store = _Clients(), _Store()
     applier = applying.Applier(
         clients=clients,  # type: ignore[arg-type]
@@ -106,11 +111,7 @@ def test_an_error_in_one_chain_is_raised_after_every_other_chain_ran():
     # A progress line that cannot be written (stdout closed) must not strand the other
     # objects half way: they all run and are recorded, then the error comes out.
     actions = tuple(_create("era-a", n) for n in range(6))
-    plan = Plan(
-        created=datetime.now(UTC),
-        actions=actions,
-        managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
-    )
+    plan = _plan(actions)
 
     def progress(progress: applying.Progress) -> None:
         if progress.result is not None and progress.action is actions[2]:
@@ -144,11 +145,7 @@ class _RefusingStore(_Store):
 
 def test_a_create_the_state_cannot_record_is_reported_failed_and_alone():
     actions = tuple(_create("era-a", n) for n in range(6))
-    plan = Plan(
-        created=datetime.now(UTC),
-        actions=actions,
-        managed=tuple(Managed(ref=a.ref, id=a.id or "") for a in actions),
-    )
+    plan = _plan(actions)
     finished: list[tuple[str, str]] = []
     store = _RefusingStore("app-002")
 

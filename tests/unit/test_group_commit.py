@@ -60,16 +60,23 @@ class Reports:
         return report
 
 
-def test_entries_gather_into_few_transactions_and_are_reported_after_their_commit() -> None:
-    store = FakeStore()
-    reports = Reports(store)
-    store.hold.clear()  # the first commit blocks: the rest must gather meanwhile
+def submit_while_the_first_commit_is_held(
+    store: FakeStore, reports: Reports, names: list[str]
+) -> None:
+    """Submit ``names`` while the store holds its first write, so the rest gather; close."""
+    store.hold.clear()
     group = GroupCommit(store.write)
-    names = [f"app-{n}" for n in range(50)]
     for name in names:
         group.submit(entry(name), reports.then(name))
     store.hold.set()
     group.close()
+
+
+def test_entries_gather_into_few_transactions_and_are_reported_after_their_commit() -> None:
+    store = FakeStore()
+    reports = Reports(store)
+    names = [f"app-{n}" for n in range(50)]
+    submit_while_the_first_commit_is_held(store, reports, names)
 
     assert sorted(n for batch in store.batches for n in batch) == sorted(names)
     assert len(store.batches) < len(names) // 2
@@ -79,13 +86,8 @@ def test_entries_gather_into_few_transactions_and_are_reported_after_their_commi
 def test_a_failed_batch_is_retried_entry_by_entry_and_only_the_culprit_fails() -> None:
     store = FakeStore(refuse="app-3")
     reports = Reports(store)
-    store.hold.clear()
-    group = GroupCommit(store.write)
     names = [f"app-{n}" for n in range(8)]
-    for name in names:
-        group.submit(entry(name), reports.then(name))
-    store.hold.set()
-    group.close()
+    submit_while_the_first_commit_is_held(store, reports, names)
 
     assert reports.calls.pop("app-3") == ("cannot write app-3", False)
     assert reports.calls == {name: (None, True) for name in names if name != "app-3"}
