@@ -153,9 +153,11 @@ class Applier:
             ).append(index)
         outcomes: list[list[ActionResult] | BaseException] = [[] for _ in chains]
         threads: list[threading.Thread] = []
+        takers: list[_Taker] = []
         for connection, indexes in groups.items():
             bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
             take = _Taker(indexes)
+            takers.append(take)
             for _ in range(max(1, min(bound, MAX_WORKERS, len(indexes)))):
                 threads.append(
                     threading.Thread(
@@ -170,6 +172,16 @@ class Applier:
                 thread.start()
             for thread in threads:
                 thread.join()
+        except BaseException:
+            # Ctrl-C (or a thread that could not start): begin no other object, and let the
+            # ones under way finish and be recorded before the caller releases the lock and
+            # closes the store; a second Ctrl-C stops this wait too.
+            for take in takers:
+                take.stop()
+            for thread in threads:
+                if thread.ident is not None:  # started
+                    thread.join()
+            raise
         finally:
             self._group.close()  # the last records committed and reported
         results: list[ActionResult] = []
@@ -445,10 +457,16 @@ class _Taker:
     def __init__(self, indexes: Sequence[int]) -> None:
         self._indexes = iter(indexes)
         self._lock = threading.Lock()
+        self._stopped = False
 
     def __call__(self) -> int | None:
         with self._lock:
-            return next(self._indexes, None)
+            return None if self._stopped else next(self._indexes, None)
+
+    def stop(self) -> None:
+        """Hand out nothing more: the chains not begun stay undone."""
+        with self._lock:
+            self._stopped = True
 
 
 _HANDLERS: dict[ActionKind, Callable[[Applier, Action], str]] = {

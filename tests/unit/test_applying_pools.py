@@ -6,6 +6,7 @@ without a network.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ class _Era:
 
     def create(self, entity: Mapping[str, Any]) -> dict[str, Any]:
         with self.clients.lock:
+            self.clients.calls += 1
             self.clients.running[self.name] += 1
             self.clients.peak[self.name] = max(
                 self.clients.peak[self.name], self.clients.running[self.name]
@@ -52,6 +54,7 @@ class _Clients:
         self.running: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
         self.overlap = False
+        self.calls = 0  # creates sent
 
     def concurrency(self, name: str) -> int:
         return CONCURRENCY[name]
@@ -202,3 +205,41 @@ def test_an_archive_waits_for_its_create_to_be_recorded_and_is_skipped_if_it_is_
         (ActionKind.CREATE, applying.Outcome.FAILED),
         (ActionKind.ARCHIVE, applying.Outcome.SKIPPED),
     ]
+
+
+class _Interrupted(BaseException):
+    """Stands in for KeyboardInterrupt, which would end the whole pytest session if late."""
+
+
+def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() -> None:
+    # Ctrl-C while the main thread waits: the caller then releases the state lock and
+    # closes the store, so no thread may still be creating objects, and every object that
+    # was created must be recorded.
+    actions = tuple(_create("era-a", n) for n in range(40))  # concurrency 2, 10 ms each
+    store, clients = _Store(), _Clients()
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+    sent = threading.Event()
+
+    def progress(progress: applying.Progress) -> None:
+        if progress.result is not None and not sent.is_set():
+            sent.set()
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        with pytest.raises(_Interrupted):
+            applying.Applier(
+                clients=clients,  # type: ignore[arg-type]
+                store=store,  # type: ignore[arg-type]
+                policies={},
+                on_progress=progress,
+            ).apply(_plan(actions))
+        assert [t.name for t in threading.enumerate() if t.name.startswith("apply ")] == []
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert 0 < clients.calls < len(actions)  # it stopped early
+    assert len({e.name for e in store.entries}) == clients.calls  # every create recorded
