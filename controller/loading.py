@@ -64,6 +64,9 @@ class Document:
     # Key paths that referenced an unset variable with no default, and that variable.
     # Validating decides: an error in most fields, but a secret is only needed when used.
     unset: Mapping[KeyPath, str] = dataclasses.field(default_factory=dict)
+    # Key paths whose value loading refused (`!!int abc`, `.nan`) and reported; the text
+    # stands in for it, so validating must not report the same value again.
+    refused: frozenset[KeyPath] = frozenset()
 
     def line_of(self, path: Iterable[str | int]) -> int:
         """The line of ``path``, or of its nearest ancestor written in the file."""
@@ -230,6 +233,7 @@ def _document(
         lines=builder.lines,
         from_env=frozenset(builder.from_env),
         unset=builder.unset,
+        refused=frozenset(builder.refused),
     )
 
 
@@ -447,6 +451,7 @@ class _Builder:
         self.lines: dict[KeyPath, int] = {}
         self.from_env: set[KeyPath] = set()
         self.unset: dict[KeyPath, str] = {}
+        self.refused: set[KeyPath] = set()
         self.problems: list[Problem] = []
         self.values = 0
 
@@ -513,22 +518,16 @@ class _Builder:
         try:
             result = _construct(tag, value)
         except (ValueError, LookupError, ArithmeticError, TypeError):
-            self._problem(
-                source.start_mark.line + 1,
-                dotted(path),
-                f"invalid YAML: {shown!r} is not a valid !!{tag.rsplit(':', 1)[-1]}",
-            )
-            return value
-        if type(result) is float and not math.isfinite(result):
+            message = f"invalid YAML: {shown!r} is not a valid !!{tag.rsplit(':', 1)[-1]}"
+        else:
+            if type(result) is not float or math.isfinite(result):
+                return result
             # .nan, .inf, 1.0e+400: JSON, which every API converge talks to speaks, has
             # neither; and a NaN is unequal even to itself, so it would drift for ever.
-            self._problem(
-                source.start_mark.line + 1,
-                dotted(path),
-                f"{shown!r} is not a finite number (JSON has no NaN or infinity)",
-            )
-            return value
-        return result
+            message = f"{shown!r} is not a finite number (JSON has no NaN or infinity)"
+        self._problem(source.start_mark.line + 1, dotted(path), message)
+        self.refused.add(path)
+        return value
 
     def _expand(self, value: str, path: KeyPath) -> str:
         def replace(match: re.Match[str]) -> str:

@@ -176,6 +176,10 @@ def is_valid_schedule(expression: str) -> bool:
     return bool(croniter.is_valid(expression))
 
 
+# Any fixed instant will do: whether some date matches does not depend on where one starts.
+_FIRES_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def schedule_fires(expression: str) -> bool:
     """For validating: whether a valid ``expression`` matches any date at all.
 
@@ -189,10 +193,6 @@ def schedule_fires(expression: str) -> bool:
     except CroniterBadDateError:
         return False
     return True
-
-
-# Any fixed instant will do: whether some date matches does not depend on where one starts.
-_FIRES_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _successes_newest_first(backups: Iterable[LiveBackup]) -> list[LiveBackup]:

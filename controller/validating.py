@@ -118,21 +118,8 @@ def validate(
     declared = _declared_connections(result.documents)
     manifests = _build(by_kind, problems, declared=declared, documents=len(result.documents))
     if problems:
-        raise ManifestError(sorted(set(_unrepeated(problems, loaded=len(result.problems)))))
+        raise ManifestError(sorted(set(problems)))
     return dataclasses.replace(manifests, unset_secrets=tuple(unset_secrets))
-
-
-def _unrepeated(problems: list[Problem], *, loaded: int) -> list[Problem]:
-    """Without later problems at the very key whose value loading refused.
-
-    A value loading refused (``!!int abc``, ``.nan``) is kept as its text, so the schema
-    then says "must be a number, got a string" about it too: the same mistake twice.
-    """
-    refused = {(p.file, p.line, p.key) for p in problems[:loaded] if p.key}
-    if not refused:
-        return problems
-    later = [p for p in problems[loaded:] if (p.file, p.line, p.key) not in refused]
-    return problems[:loaded] + later
 
 
 def _check_document(
@@ -190,9 +177,11 @@ def _check_document(
     for error in schema_errors:
         if _bare_zero_duration(error):
             continue
-        if tuple(error.absolute_path) in document.unset:
-            # The value is a stand-in for an unset variable, already reported above (or, for
-            # a secret, needed only when used): its shape says nothing about the user's file.
+        path = tuple(error.absolute_path)
+        if path in document.unset or path in document.refused:
+            # The value is a stand-in, for an unset variable (reported above or, for a
+            # secret, needed only when used) or for a value loading refused and reported:
+            # its shape says nothing more about the user's file.
             continue
         problems.extend(_schema_problems(document, error))
     for path in secret_paths:
@@ -206,7 +195,8 @@ def _check_document(
                     " never a literal",
                 )
             )
-    return kind if len(problems) == before else None
+    # A refused value was reported by loading: the document is not fit to build either.
+    return kind if len(problems) == before and not document.refused else None
 
 
 def _bare_zero_duration(error: jsonschema.ValidationError) -> bool:
@@ -623,6 +613,12 @@ def _path_error(exc: Exception) -> str:
     return str(exc)
 
 
+def _is_zip(path: Path) -> bool:
+    import zipfile  # here: ~5 ms of start-up that only manifests with a .zip archive need
+
+    return zipfile.is_zipfile(path)
+
+
 def _valid_schedule(expression: str) -> bool:
     # croniter also takes a 6th (seconds, last) and a 7th (year) field, so a Quartz-style
     # "0 0 2 * * *" (seconds first: 02:00 daily) would quietly mean 00:00 on the 2nd of
@@ -659,9 +655,3 @@ def summary(manifests: Manifests) -> str:
 
 
 __all__ = ["API_VERSION", "summary", "validate"]
-
-
-def _is_zip(path: Path) -> bool:
-    import zipfile  # here: ~5 ms of start-up that only manifests with a .zip archive need
-
-    return zipfile.is_zipfile(path)

@@ -811,6 +811,11 @@ CASES = [
         ),
     ),
     Case(
+        "max-age-infinite",  # the refused text must not reach the duration parser either
+        {"bad.yaml": policy("  maxAge: .inf\n" + VCDA_SOURCE)},
+        ("bad.yaml:6: spec.maxAge: '.inf' is not a finite number (JSON has no NaN or infinity)",),
+    ),
+    Case(
         "rate-limit-from-a-variable-too-big-for-a-float",
         {"bad.yaml": connection("  api: era\n  url: sandbox\n  rateLimit: ${RATE}\n")},
         ("bad.yaml:8: spec.rateLimit: must be a number, got a string",),
