@@ -113,13 +113,11 @@ class Applier:
         self._done = 0
         self._total = 0
         self._prevent_destroy: Mapping[Ref, bool] = {}
-        self._remembered: set[tuple[Ref, str]] = set()  # recorded during this apply
         self._group: GroupCommit | None = None  # while chains run: records their objects
 
     def apply(self, plan: Plan) -> ApplyReport:
         self._total = len(plan.actions)
         self._prevent_destroy = {m.ref: m.prevent_destroy for m in plan.managed}
-        self._remembered = set()
         chains, deletes = _chains(plan.actions)
         results = self._run_chains(chains)
         if deletes:
@@ -266,13 +264,11 @@ class Applier:
         )
 
     def _record_now(self, entry: InventoryEntry, result: ActionResult) -> ActionResult:
-        """Commit before the object's next action (an archive), which builds on it."""
+        """Commit before the object's next action, which is skipped if this fails."""
         try:
             self.store.upsert_inventory([entry])
         except Exception as exc:
             return _failed(result.action, exc, seconds=result.seconds)
-        with self._lock:
-            self._remembered.add((result.action.ref, entry.id))
         return result
 
     def _reporter(
@@ -282,10 +278,8 @@ class Applier:
 
         def report(error: Exception | None) -> None:
             result = results[index]
-            if error is None:
-                with self._lock:
-                    self._remembered.add((result.action.ref, result.action.id or ""))
-            else:  # created, but the state does not know it: the next plan finds it by id
+            if error is not None:
+                # Created, but the state does not know it: the next plan finds it by its id.
                 result = _failed(result.action, error, seconds=result.seconds)
                 results[index] = result
             self._report(result)
@@ -330,10 +324,15 @@ class Applier:
 
         Why also the unchanged ones: a preventDestroy flipped in git changes no field, but
         the state must learn it, since the flag stays sticky after the manifest is gone.
-        Those a create or adopt recorded a moment ago, with the same id and flag, are not
-        written twice (a thousand creates: ~15 ms).
+        Those a create or adopt recorded a moment ago (a success of theirs means a committed
+        record), with the same id and flag, are not written twice (a thousand creates: ~15 ms).
         """
         failed = {r.action.ref for r in results if r.outcome is not Outcome.SUCCEEDED}
+        recorded = {
+            (r.action.ref, r.action.id)
+            for r in results
+            if r.outcome is Outcome.SUCCEEDED and r.action.kind in _RECORDED
+        }
         entries = [
             InventoryEntry(
                 kind=m.ref.kind,
@@ -344,7 +343,7 @@ class Applier:
                 applied_at=self.now(),
             )
             for m in plan.managed
-            if m.ref not in failed and (m.ref, m.id) not in self._remembered
+            if m.ref not in failed and (m.ref, m.id) not in recorded
         ]
         if entries:
             self.store.upsert_inventory(entries)

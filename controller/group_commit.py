@@ -89,12 +89,5 @@ class GroupCommit:
             if len(batch) == 1:
                 return [(exc, batch[0][1])]
             # Which one? Each alone: only an entry that fails by itself is reported failed.
-            return [self._commit_alone(entry, then) for entry, then in batch]
+            return [outcome for item in batch for outcome in self._commit([item])]
         return [(None, then) for _, then in batch]
-
-    def _commit_alone(self, entry: InventoryEntry, then: Then) -> tuple[Exception | None, Then]:
-        try:
-            self._write([entry])
-        except Exception as exc:  # the store's error (or a bug): for the report
-            return exc, then
-        return None, then
