@@ -7,14 +7,15 @@ small, regular part of YAML: block mappings and sequences, flow collections on o
 plain and simply quoted scalars. Reading just that part with a regular expression per line
 costs about a third as much.
 
-It reads only that part. Anything else raises :class:`Unsupported` and ``loading`` reads the
-whole file through libyaml instead: tabs, CR or Unicode line breaks, directives, ``...``,
-block scalars, a plain or quoted scalar or flow collection over more than one line,
-anchors, aliases, tags, escapes in double quotes, complex, quoted, duplicate or merge
-keys, an empty ``-`` item, a root that is not a block collection at column 0, unusual
-indentation, deep nesting, very large documents, and anything that is not valid YAML. So
-this reader never has to be right about the unusual; it only has to agree on the usual,
-which tests/unit/test_yaml_lines.py checks against the node-tree path.
+It reads only that part, with LF or CR LF line ends. Anything else raises
+:class:`Unsupported` and ``loading`` reads the whole file through libyaml instead: tabs, a
+CR without an LF after it, Unicode line breaks, directives, ``...``, block scalars, a plain
+or quoted scalar or flow collection over more than one line, anchors, aliases, tags,
+escapes in double quotes, complex, quoted, duplicate or merge keys, an empty ``-`` item, a
+root that is not a block collection at column 0, unusual indentation, deep nesting, very
+large documents, and anything that is not valid YAML. So this reader never has to be right
+about the unusual; it only has to agree on the usual, which tests/unit/test_yaml_lines.py
+checks against the node-tree path.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def read(
     text: str, new_builder: Callable[[], Builder], may_resolve: Container[str]
 ) -> list[tuple[int, int, Any, Builder]]:
     """(index, line, data, builder) of each document of ``text``; data None when empty."""
+    if "\r" in text:
+        text = _without_crlf(text)
     if _UNSUPPORTED_TEXT.search(text):
         raise Unsupported
     documents: list[tuple[int, int, Any, Builder]] = []
@@ -108,6 +111,19 @@ def read(
             raise Unsupported  # a line left over: indented oddly, or not YAML
         documents.append((index, line, data, builder))
     return documents
+
+
+def _without_crlf(text: str) -> str:
+    """``text`` with Windows line ends (CR LF) made LF; Unsupported if any CR stands alone.
+
+    libyaml reads CR LF as one line break, and so as LF: in a line number, and in the one
+    place a break could be part of a value, a scalar over more than one line, which this
+    reader refuses anyway. A CR alone is a line break of its own too, rare enough to leave
+    to libyaml.
+    """
+    if text.count("\r") != text.count("\r\n"):
+        raise Unsupported
+    return text.replace("\r\n", "\n")
 
 
 Entry = tuple[int, int, str]  # (indent, 1-based line, the line without indent or end spaces)

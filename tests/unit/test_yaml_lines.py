@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from yaml_texts import ENVIRON, PATH, agrees, documents, yaml_ish
+from yaml_texts import ENVIRON, PATH, agrees, documents, summary, yaml_ish
 
 from controller import loading, yaml_lines
 
@@ -36,6 +36,8 @@ LINES = [
     "i1: \"a\\tb\"\n", "j1: x\n  continued\n", "k1: [a,\n  b]\n", "...\n", "%YAML 1.1\n",
     "l1:\t1\n", "m1: 1\r\n", "  n1: 1\n", "o1: {a: [b, {c: d}], e: f}\n", "p1: [{}, []]\n",
     "q1: 1_000\n", "r1: =\n", "s1: -.5\n", "t1: +1\n", "u1: 'a\n", "v1: \"\n",
+    "w1: 'q' # n\r\n", "x1: [a, {b: c}]\r\n", "- y1\r\n", "---\r\n", "\r\n", "z1: a\rb\n",
+    "\r", "a2: 'b\rc'\n", "b2: 1\r\r\n",
 ]  # fmt: skip
 block_ish = st.lists(st.sampled_from(LINES), max_size=14).map("".join)
 
@@ -102,6 +104,10 @@ def _agrees(text: str) -> bool:
     return agrees(loading._load_lines, yaml_lines.Unsupported, text)
 
 
+def _line_path(text: str) -> str:
+    return summary(*loading._load_lines(text, "f.yaml", PATH, ENVIRON))
+
+
 @SETTINGS
 @given(text=block_ish)
 @example("a:\n- x\n- y\nb: 1\n")
@@ -141,9 +147,24 @@ def test_manifests_with_one_change_agree(data: st.DataObject) -> None:
     _agrees(text[:at] + piece + text[at:])
 
 
+@SETTINGS
+@given(text=block_documents())
+def test_documents_with_windows_line_ends_agree(text: str) -> None:
+    crlf = text.replace("\n", "\r\n")
+    if _agrees(text):
+        assert _agrees(crlf)  # CR LF is taken wherever LF is
+
+
 @pytest.mark.parametrize("name", ["roleapps.yaml", "backups.yaml", "connections.yaml"])
 def test_the_examples_take_the_line_path(name: str) -> None:
     assert _agrees((EXAMPLES / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["roleapps.yaml", "backups.yaml", "connections.yaml"])
+def test_windows_line_ends_read_as_unix_ones(name: str) -> None:
+    text = (EXAMPLES / name).read_text()
+    assert _agrees(text.replace("\n", "\r\n"))  # not left to libyaml
+    assert _line_path(text.replace("\n", "\r\n")) == _line_path(text)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +179,10 @@ def test_the_examples_take_the_line_path(name: str) -> None:
         "a: |\n  text\n",  # a block scalar
         "a: x\n  more\n",  # a plain scalar over two lines
         "a:\tb\n",  # a tab
-        "a: 1\r\n",  # CR line ends
+        "a: 1\rb: 2\n",  # a CR alone: a line break of its own
+        "a: 1\r\nb: 2\r",  # a CR alone at the end
+        "a: 1\r\r\n",  # a CR before a CR LF
+        "a: 'x\ry'\r\n",  # a CR in a quoted scalar: a line break folded into a space
         "a: !!int 1\n",  # a tag
         'a: "x\\ty"\n',  # an escape
         "  a: 1\n",  # a root not at column 0
