@@ -77,11 +77,12 @@ def build_plan(
     ``"RoleApp/<connection>/<name>"`` where a name repeats across connections) → MD5 hex
     of its archive bytes, for every roleapp that declares one.
     """
-    planner = _RoleAppPlanner(live=live, inventory=inventory, archives=archives or {})
-    planner.reserve(roleapps)
+    planner = _RoleAppPlanner(
+        roleapps=roleapps, live=live, inventory=inventory, archives=archives or {}
+    )
     for roleapp in sorted(roleapps, key=_BY_CONNECTION_AND_NAME):
         planner.plan_roleapp(roleapp)
-    planner.plan_prunes(declared={(r.connection, r.name) for r in roleapps}, prune=prune)
+    planner.plan_prunes(prune=prune)
 
     backup_actions, backups_unchanged = _plan_backups(
         policies, backups or {}, owned_backups or {}, now=now
@@ -109,10 +110,12 @@ class _RoleAppPlanner:
     def __init__(
         self,
         *,
+        roleapps: Sequence[RoleApp],
         live: Mapping[str, Sequence[Mapping[str, Any]]],
         inventory: Sequence[InventoryEntry],
         archives: Mapping[str, str],
     ) -> None:
+        self.roleapps = roleapps
         self.archives = archives
         self.live = live
         # Ids compared lower-case: a UUID written in upper case in a manifest is the same object.
@@ -123,12 +126,8 @@ class _RoleAppPlanner:
                 index[str(obj["id"]).lower()] = obj
         self._by_folder: dict[tuple[str, str], list[Mapping[str, Any]]] | None = None
         self.inventory = {(e.connection, e.name): e for e in inventory if e.kind == _ROLEAPP}
-        # Ids no adoption may take: every inventoried id (another manifest's, or one being
-        # pruned).
-        self.claimed: set[tuple[str, str]] = {
-            (e.connection, e.id.lower()) for e in self.inventory.values()
-        }
         self.resolved: dict[tuple[str, str], Ref] = {}  # live id → the manifest that took it
+        self._reserved: set[tuple[str, str]] | None = None
         self.actions: list[Action] = []
         self.deletes: list[Action] = []
         self.managed: list[Managed] = []
@@ -151,10 +150,30 @@ class _RoleAppPlanner:
                     self._by_folder.setdefault(key, []).append(obj)
         return self._by_folder
 
-    def reserve(self, roleapps: Sequence[RoleApp]) -> None:
-        """Claim every manifest's own ids before any adoption, whatever the order."""
-        for roleapp in roleapps:
-            self.claimed.add((roleapp.connection, (roleapp.id or roleapp.create_id).lower()))
+    def claimed(self, key: tuple[str, str]) -> bool:
+        """Whether no adoption may take this (connection, lower-case id), nor is it unmanaged.
+
+        Claimed: every id a manifest took so far (``resolved``), and every id reserved
+        whatever the order of planning: each inventoried id (another manifest's, or one
+        being pruned) and each manifest's own (``spec.id`` or ``create_id``).
+        """
+        return key in self.resolved or key in self.reserved
+
+    @property
+    def reserved(self) -> set[tuple[str, str]]:
+        """The ids claimed before any manifest is planned, built on first need.
+
+        Why lazily: only adoption and live objects no manifest took ask, so a converged
+        estate never builds it, and never hashes a create_id for a roleapp the inventory
+        already names (10,000 roleapps: ~30 ms of CPU).
+        """
+        if self._reserved is None:
+            self._reserved = {(e.connection, e.id.lower()) for e in self.inventory.values()}
+            self._reserved.update(
+                (roleapp.connection, (roleapp.id or roleapp.create_id).lower())
+                for roleapp in self.roleapps
+            )
+        return self._reserved
 
     def plan_roleapp(self, roleapp: RoleApp) -> None:
         ref = Ref(_ROLEAPP, roleapp.connection, roleapp.name)
@@ -182,7 +201,6 @@ class _RoleAppPlanner:
             )
             return
         self.resolved[key] = ref
-        self.claimed.add(key)
         self.managed.append(
             Managed(ref=ref, id=object_id, prevent_destroy=roleapp.lifecycle.prevent_destroy)
         )
@@ -195,7 +213,7 @@ class _RoleAppPlanner:
         candidates = [
             obj
             for obj in self.by_folder.get((roleapp.connection, roleapp.folder), ())
-            if (roleapp.connection, str(obj["id"]).lower()) not in self.claimed
+            if not self.claimed((roleapp.connection, str(obj["id"]).lower()))
         ]
         # Several unclaimed objects with one folder: take the lowest id, so plans repeat.
         return min(candidates, key=lambda o: str(o["id"])) if candidates else None
@@ -300,11 +318,14 @@ class _RoleAppPlanner:
             raise ValueError(f"{ref}: spec.archive is declared but no MD5 was given for it")
         return md5
 
-    def plan_prunes(self, *, declared: set[tuple[str, str]], prune: bool) -> None:
+    def plan_prunes(self, *, prune: bool) -> None:
         """Inventoried roleapps whose manifest is gone: delete (if live), else forget."""
-        for (connection, name), entry in sorted(self.inventory.items()):
-            if (connection, name) in declared:
-                continue
+        if not self.inventory:
+            return
+        declared = {(r.connection, r.name) for r in self.roleapps}
+        # Only the undeclared are sorted: nearly every inventoried roleapp is still declared.
+        for connection, name in sorted(self.inventory.keys() - declared):
+            entry = self.inventory[connection, name]
             ref = Ref(_ROLEAPP, connection, name)
             key = (connection, entry.id.lower())
             obj = self.by_id.get(connection, _NO_OBJECTS).get(key[1])
@@ -340,7 +361,7 @@ class _RoleAppPlanner:
             Unmanaged(connection, str(obj["id"]), str(obj.get("title") or ""))
             for connection, objects in self.by_id.items()
             for object_id, obj in objects.items()
-            if (connection, object_id) not in self.claimed
+            if not self.claimed((connection, object_id))
         ]
         return tuple(sorted(found))
 

@@ -180,6 +180,31 @@ def test_adoption_never_takes_an_inventoried_object() -> None:
     assert kinds(result) == [("create", "a")]
 
 
+def test_another_manifests_create_id_is_claimed_though_it_resolved_elsewhere() -> None:
+    # "b" resolves to its inventoried uid(1); its own create_id is live too (a create whose
+    # answer was lost). Neither "a" (sorting first, same folder) adopts it nor is it unmanaged.
+    b = app("b", folder="shared")
+    result = plan(
+        [app("a", folder="shared"), b],
+        [live_obj(uid(1), "shared"), live_obj(b.create_id, "shared")],
+        [entry("b", uid(1))],
+    )
+    assert kinds(result) == [("create", "a")]
+    assert result.unmanaged == ()
+
+
+def test_an_unclaimed_object_beside_claimed_ones_is_adopted_or_reported() -> None:
+    result = plan(
+        [app("a", folder="shared"), app("b", id=uid(5))],
+        [live_obj(uid(3), "shared"), live_obj(uid(4), "other"), live_obj(uid(5), "b")],
+        [entry("gone", uid(6))],
+    )
+    assert kinds(result) == [("adopt", "a")]
+    assert [m.id for m in result.managed] == [uid(3), uid(5)]
+    assert result.unmanaged == (Unmanaged(CONN, uid(4), ""),)
+    assert result.forget == (Ref("RoleApp", CONN, "gone"),)
+
+
 def test_two_manifests_claiming_one_live_id_is_a_violation() -> None:
     result = plan(
         [app("a", id=uid(5)), app("b", folder="x")],
