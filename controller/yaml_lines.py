@@ -5,7 +5,9 @@ spent 0.40 s producing the events of 10,000 manifests, and building documents fr
 events another 0.5 s, the largest part of ``converge plan``. Manifests are written in a
 small, regular part of YAML: block mappings and sequences, flow collections on one line,
 plain and simply quoted scalars. Reading just that part with a regular expression per line
-costs about a third as much.
+costs about a third as much; and as most lines of an estate are written alike (`kind:
+RoleApp`, `spec:`, `  roles: [a]`), each is parsed once per file into a shape shared by
+the lines written the same way, from which each document's values are made afresh.
 
 It reads only that part, with LF or CR LF line ends. Anything else raises
 :class:`Unsupported` and ``loading`` reads the whole file through libyaml instead: tabs, a
@@ -97,19 +99,24 @@ def read(
     if _UNSUPPORTED_TEXT.search(text):
         raise Unsupported
     documents: list[tuple[int, int, Any, Builder]] = []
-    for index, entries in enumerate(_documents(text)):
+    null = (_SCALAR, ("", None)) if "" in may_resolve else (_TEXT, "")
+    for index, (shapes, numbers) in enumerate(_documents(text, may_resolve)):
         builder = new_builder()
-        if not entries:  # `---` with nothing under it: an empty document
+        if not shapes:  # `---` with nothing under it: an empty document
             documents.append((index, 0, None, builder))
             continue
-        indent, line, _ = entries[0]
-        if indent:
+        if shapes[0][0]:
             raise Unsupported
-        reader = _Reader(entries, builder, may_resolve)
+        shapes.append(_END)
+        reader = _Reader(shapes, numbers, builder, null)
         data, end = reader.block(0, 0, (), 0)
-        if end != len(entries):
+        if end != len(numbers):
             raise Unsupported  # a line left over: indented oddly, or not YAML
-        documents.append((index, line, data, builder))
+        # Counted once here rather than at each key: every value has a line, and a key
+        # counts as one more, as does the root.
+        if len(builder.lines) + reader.keys + 1 > MAX_VALUES:
+            raise Unsupported
+        documents.append((index, numbers[0], data, builder))
     return documents
 
 
@@ -126,234 +133,333 @@ def _without_crlf(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-Entry = tuple[int, int, str]  # (indent, 1-based line, the line without indent or end spaces)
+# What a line says, parsed once for all the lines written the same way (most of a manifest:
+# `kind: RoleApp`, `spec:`, `  roles: [a]`) and shared: only immutable parts, the containers
+# are made afresh for each document. A shape is (indent, key, kind, payload):
+#   key line    `key: value`  (indent, key, _BELOW | _TEXT | _SCALAR | _FLOW, payload)
+#   item line   `- value`     (indent, None, _ITEM, the shape of `value` at its own column)
+#   value       `value`       (column, None, _TEXT | _SCALAR | _FLOW, payload)
+# Payloads: _BELOW None (the value is on the lines below, or null); _TEXT the value itself
+# (text with nothing to resolve or expand); _SCALAR (text, style) for ``Builder.scalar``;
+# _FLOW a flow collection's template.
+# A template is (nesting, keys, items, is_mapping): items are (key, kind, payload) in a
+# mapping, (kind, payload) in a sequence; nesting: how many flow levels; keys: how many
+# mapping keys it holds in all.
+Shape = tuple[int, str | None, int, Any]
+Template = tuple[int, int, tuple[Any, ...], bool]
+_BELOW, _TEXT, _SCALAR, _FLOW, _ITEM, _EOF = range(6)
+_END: Shape = (-1, None, _EOF, None)  # after a document's last line: closes every block
+_SKIP: Shape = (-2, None, _EOF, None)  # a blank or comment line
+_MARK: Shape = (-3, None, _EOF, None)  # `---`
 
 
-def _documents(text: str) -> list[list[Entry]]:
-    """The content lines of each document; comment and blank lines dropped."""
-    documents: list[list[Entry]] = []
-    current: list[Entry] = []
+def _documents(text: str, may_resolve: Container[str]) -> list[tuple[list[Shape], list[int]]]:
+    """The shapes of each document's content lines, and their 1-based line numbers."""
+    documents: list[tuple[list[Shape], list[int]]] = []
+    shapes: list[Shape] = []
+    numbers: list[int] = []
     explicit = False  # whether the current document began with `---`
+    known: dict[str, Shape] = {}
     for number, line in enumerate(text.split("\n"), 1):
-        content = line.lstrip(" ")
-        if not content or content[0] == "#":
+        shape = known.get(line)
+        if shape is None:
+            # Shaping a line before its document is read is no change: a document reads
+            # every line of it, and any line Unsupported makes the whole file so.
+            shape = known[line] = _shape(line, may_resolve)
+        if shape is _SKIP:
             continue
-        if line.startswith(("---", "...", "%")):
-            if line.rstrip(" ") != "---":
-                raise Unsupported  # `--- value`, `...`, a directive
-            if current or explicit:
-                documents.append(current)
-            current, explicit = [], True
+        if shape is _MARK:
+            if shapes or explicit:
+                documents.append((shapes, numbers))
+            shapes, numbers, explicit = [], [], True
             continue
-        current.append((len(line) - len(content), number, content.rstrip(" ")))
-    if current or explicit:
-        documents.append(current)
+        shapes.append(shape)
+        numbers.append(number)
+    if shapes or explicit:
+        documents.append((shapes, numbers))
     return documents
+
+
+def _shape(line: str, may_resolve: Container[str]) -> Shape:
+    content = line.lstrip(" ")
+    if not content or content[0] == "#":
+        return _SKIP
+    if line.startswith(("---", "...", "%")):
+        if line.rstrip(" ") != "---":
+            raise Unsupported  # `--- value`, `...`, a directive
+        return _MARK
+    indent = len(line) - len(content)
+    content = content.rstrip(" ")
+    if not _is_item(content):
+        return _key_shape(content, indent, may_resolve)
+    rest = content[1:].lstrip(" ")
+    if not rest or rest[0] == "#" or _is_item(rest):
+        raise Unsupported  # a bare `-` or `- -`: rare, and libyaml's to read
+    column = indent + len(content) - len(rest)
+    if _KEY.match(rest):  # `- key: value`: a mapping at the column of its key
+        return (indent, None, _ITEM, _key_shape(rest, column, may_resolve))
+    return (indent, None, _ITEM, (column, None, *_value(rest, may_resolve)))
+
+
+def _key_shape(content: str, indent: int, may_resolve: Container[str]) -> Shape:
+    match = _KEY.match(content)
+    if match is None:
+        raise Unsupported  # neither a key nor an item: not the YAML this reader reads
+    key, rest = match.groups()
+    if rest is None or rest[0] == "#":
+        return (indent, key, _BELOW, None)
+    return (indent, key, *_value(rest, may_resolve))
 
 
 def _is_item(content: str) -> bool:
     return content[0] == "-" and (len(content) == 1 or content[1] == " ")
 
 
-class _Reader:
-    """One document's entries → data, recording lines and resolving scalars on the way."""
+def _value(text: str, may_resolve: Container[str]) -> tuple[int, Any]:
+    """(kind, payload) of a value written on its key's (or its dash's) line."""
+    first = text[0]
+    if first in "{[":
+        template, end = _flow(text, 0, may_resolve, 1)
+        rest = text[end:]
+        if rest and not (rest[0] == " " and rest.lstrip(" ")[:1] == "#"):
+            raise Unsupported
+        return _FLOW, template
+    if first in "\"'":
+        match = (_DOUBLE if first == '"' else _SINGLE).match(text)
+        if match is None:
+            raise Unsupported  # an escape, or a quote closed on another line
+        rest = text[match.end() :]
+        if rest and not (rest[0] == " " and rest.lstrip(" ")[:1] == "#"):
+            raise Unsupported
+        value = match.group(1)
+        if first == "'":
+            value = value.replace("''", "'")
+        return _quoted(value, first)
+    if first in _NOT_PLAIN or (first in "-?:" and (len(text) == 1 or text[1] == " ")):
+        raise Unsupported
+    cut = text.find(" #")
+    if cut >= 0:
+        text = text[:cut].rstrip(" ")
+    if ": " in text or text[-1] == ":":
+        raise Unsupported  # "mapping values are not allowed here": libyaml words it
+    return _plain(text, may_resolve)
 
-    def __init__(self, entries: list[Entry], builder: Builder, may_resolve: Container[str]) -> None:
-        self.entries = entries
+
+def _plain(text: str, may_resolve: Container[str]) -> tuple[int, Any]:
+    # As loading's event path: plain text with nothing to resolve or expand stays text.
+    if text[:1] in may_resolve or "$" in text:
+        return _SCALAR, (text, None)
+    return _TEXT, text
+
+
+def _quoted(text: str, style: str) -> tuple[int, Any]:
+    # Quoted text is never resolved: only a ${VAR} in it is the builder's.
+    if "$" in text:
+        return _SCALAR, (text, style)
+    return _TEXT, text
+
+
+def _flow(text: str, at: int, may_resolve: Container[str], depth: int) -> tuple[Template, int]:
+    """The template of the flow collection opening at ``text[at]``, and the index past it."""
+    if depth >= MAX_DEPTH:
+        raise Unsupported
+    mapping = text[at] == "{"
+    flat = (_FLAT_MAPPING if mapping else _FLAT_SEQUENCE).match(text, at)
+    if flat is not None:
+        return _flat(flat.group()[1:-1], mapping, may_resolve), flat.end()
+    closer = "}" if mapping else "]"
+    items: list[Any] = []
+    keys: set[str] = set()
+    nesting, count = 1, 0  # flow levels, and mapping keys at every level
+    at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text[at : at + 1] == closer:
+        return (1, 0, (), mapping), at + 1
+    while True:
+        key = ""
+        if mapping:
+            match = _FLOW_KEY.match(text, at)
+            if match is None:
+                raise Unsupported
+            key = match.group(1)
+            if key in keys:
+                raise Unsupported
+            keys.add(key)
+            at = match.end()
+            count += 1
+        kind, payload, at = _flow_value(text, at, may_resolve, depth)
+        if kind == _FLOW:
+            nesting = max(nesting, payload[0] + 1)
+            count += payload[1]
+        items.append((key, kind, payload) if mapping else (kind, payload))
+        at = _SPACES.match(text, at).end()  # type: ignore[union-attr]
+        next_char = text[at : at + 1]
+        if next_char == closer:
+            return (nesting, count, tuple(items), mapping), at + 1
+        if next_char != ",":
+            raise Unsupported
+        at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]
+        if text[at : at + 1] in (closer, ""):
+            raise Unsupported  # a trailing comma, or not closed on this line
+
+
+def _flat(inner: str, mapping: bool, may_resolve: Container[str]) -> Template:
+    """A flow collection matched by _FLAT_MAPPING or _FLAT_SEQUENCE, without brackets."""
+    if not inner.strip(" "):
+        return (1, 0, (), mapping)
+    items = inner.split(",")
+    if not mapping:
+        return (1, 0, tuple(_plain(item.strip(" "), may_resolve) for item in items), False)
+    pairs: list[tuple[str, int, Any]] = []
+    keys: set[str] = set()
+    for item in items:
+        key, value = item.split(":", 1)
+        key = key.strip(" ")
+        if key in keys:
+            raise Unsupported
+        keys.add(key)
+        pairs.append((key, *_plain(value.strip(" "), may_resolve)))
+    return (1, len(pairs), tuple(pairs), True)
+
+
+def _flow_value(
+    text: str, at: int, may_resolve: Container[str], depth: int
+) -> tuple[int, Any, int]:
+    first = text[at : at + 1]
+    if first in ("{", "["):
+        return (_FLOW, *_flow(text, at, may_resolve, depth + 1))
+    if first in ('"', "'"):
+        match = (_DOUBLE if first == '"' else _SINGLE).match(text, at)
+        if match is None:
+            raise Unsupported
+        value = match.group(1)
+        if first == "'":
+            value = value.replace("''", "'")
+        return (*_quoted(value, first), match.end())
+    match = _FLOW_PLAIN.match(text, at)
+    if match is None:
+        raise Unsupported
+    return (*_plain(match.group().rstrip(" "), may_resolve), match.end())
+
+
+class _Reader:
+    """One document's shapes → data, recording lines and resolving scalars on the way."""
+
+    __slots__ = ("builder", "keys", "lines", "null", "numbers", "shapes")
+
+    def __init__(
+        self, shapes: list[Shape], numbers: list[int], builder: Builder, null: tuple[int, Any]
+    ) -> None:
+        self.shapes = shapes  # ending with _END
+        self.numbers = numbers
         self.builder = builder
         self.lines = builder.lines
-        self.may_resolve = may_resolve
-        self.values = 0
+        self.null = null
+        self.keys = 0
 
     def block(self, i: int, indent: int, path: KeyPath, depth: int) -> tuple[Any, int]:
-        """The block collection starting at entry ``i`` (at ``indent``), and the next entry."""
+        """The block collection starting at line ``i`` (at ``indent``), and the next line."""
         if depth >= MAX_DEPTH:
             raise Unsupported
-        content = self.entries[i][2]
-        if _is_item(content):
+        shape = self.shapes[i]
+        if shape[2] == _ITEM:
             return self.sequence(i, indent, path, depth + 1)
-        return self.mapping(content, self.entries[i][1], i + 1, indent, path, depth + 1)
+        return self.mapping(shape, self.numbers[i], i + 1, indent, path, depth + 1)
 
     def mapping(
-        self, content: str, line: int, i: int, indent: int, path: KeyPath, depth: int
+        self, shape: Shape, line: int, i: int, indent: int, path: KeyPath, depth: int
     ) -> tuple[dict[str, Any], int]:
-        """A block mapping whose first key is ``content`` (on ``line``); ``i``: next entry."""
-        entries = self.entries
-        count = len(entries)
+        """A block mapping whose first key line is ``shape`` (on ``line``); ``i``: next line."""
+        shapes = self.shapes
         lines = self.lines
         result: dict[str, Any] = {}
         while True:
-            match = _KEY.match(content)
-            if match is None:
-                raise Unsupported
-            key, rest = match.groups()
-            if key in result or key == "<<":
-                raise Unsupported  # libyaml's paths word a duplicate; a merge is theirs
+            _, key, kind, payload = shape
+            if key in result:
+                raise Unsupported  # libyaml's paths word a duplicate
             child = (*path, key)
             lines[child] = line
-            self.values += 2
-            if rest is None or rest[0] == "#":  # the value is on the lines below, or null
-                if i < count and entries[i][0] > indent:
-                    value, i = self.block(i, entries[i][0], child, depth)
-                elif i < count and entries[i][0] == indent and _is_item(entries[i][2]):
+            if kind == _TEXT:
+                value = payload
+            elif kind == _BELOW:
+                below = shapes[i][0]
+                if below > indent:
+                    value, i = self.block(i, below, child, depth)
+                elif below == indent and shapes[i][2] == _ITEM:
                     # A sequence may sit at its key's own indent.
                     value, i = self.sequence(i, indent, child, depth + 1)
                 else:
-                    value = self.scalar("", None, line, child)
+                    value = self.value(self.null, line, child, depth)
             else:
-                value = self.inline(rest, line, child, depth)
-                if i < count and entries[i][0] > indent:
-                    raise Unsupported  # a plain scalar going on below, or an error
-            result[key] = value
-            if self.values > MAX_VALUES:
-                raise Unsupported
-            if i >= count or entries[i][0] != indent or _is_item(entries[i][2]):
+                value = self.value((kind, payload), line, child, depth)
+            if shapes[i][0] > indent:
+                raise Unsupported  # a scalar going on below its line, or a line indented oddly
+            result[key] = value  # type: ignore[index]
+            shape = shapes[i]
+            if shape[0] != indent or shape[2] == _ITEM:
+                self.keys += len(result)
                 return result, i
-            _, line, content = entries[i]
+            line = self.numbers[i]
             i += 1
 
     def sequence(self, i: int, indent: int, path: KeyPath, depth: int) -> tuple[list[Any], int]:
-        """The block sequence whose first ``-`` is entry ``i``, at ``indent``."""
-        entries = self.entries
-        count = len(entries)
+        """The block sequence whose first ``-`` is line ``i``, at ``indent``."""
+        shapes = self.shapes
         result: list[Any] = []
         while True:
-            _, line, content = entries[i]
-            rest = content[1:].lstrip(" ")
-            if not rest or rest[0] == "#" or _is_item(rest):
-                raise Unsupported  # a bare `-` or `- -`: rare, and libyaml's to read
+            line = self.numbers[i]
+            item = shapes[i][3]
             child = (*path, len(result))
             self.lines[child] = line
-            self.values += 1
-            if _KEY.match(rest):  # `- key: value`: a mapping at the column of its key
-                column = indent + len(content) - len(rest)
-                value, i = self.mapping(rest, line, i + 1, column, child, depth + 1)
+            if item[1] is not None:  # `- key: value`: a mapping at the column of its key
+                value, i = self.mapping(item, line, i + 1, item[0], child, depth + 1)
             else:
-                value = self.inline(rest, line, child, depth)
+                value = self.value(item[2:], line, child, depth)
                 i += 1
-                if i < count and entries[i][0] > indent:
+                if shapes[i][0] > indent:
                     raise Unsupported
             result.append(value)
-            if i >= count or entries[i][0] != indent or not _is_item(entries[i][2]):
+            shape = shapes[i]
+            if shape[0] != indent or shape[2] != _ITEM:
                 return result, i
 
-    def inline(self, text: str, line: int, path: KeyPath, depth: int) -> Any:
-        """A value written on its key's (or its dash's) line."""
-        first = text[0]
-        if first in "{[":
-            value, end = self.flow(text, 0, line, path, depth + 1)
-            rest = text[end:]
-            if rest and not (rest[0] == " " and rest.lstrip(" ")[:1] == "#"):
-                raise Unsupported
-            return value
-        if first in "\"'":
-            match = (_DOUBLE if first == '"' else _SINGLE).match(text)
-            if match is None:
-                raise Unsupported  # an escape, or a quote closed on another line
-            rest = text[match.end() :]
-            if rest and not (rest[0] == " " and rest.lstrip(" ")[:1] == "#"):
-                raise Unsupported
-            value = match.group(1)
-            if first == "'":
-                value = value.replace("''", "'")
-            return self.scalar(value, first, line, path)
-        if first in _NOT_PLAIN or (first in "-?:" and (len(text) == 1 or text[1] == " ")):
-            raise Unsupported
-        cut = text.find(" #")
-        if cut >= 0:
-            text = text[:cut].rstrip(" ")
-        if ": " in text or text[-1] == ":":
-            raise Unsupported  # "mapping values are not allowed here": libyaml words it
-        return self.scalar(text, None, line, path)
+    def value(self, form: tuple[int, Any], line: int, path: KeyPath, depth: int) -> Any:
+        """The value of a _TEXT, _SCALAR or _FLOW (kind, payload) written on ``line``."""
+        kind, payload = form
+        if kind == _TEXT:
+            return payload
+        if kind == _SCALAR:
+            return self.builder.scalar(None, payload[0], _Source(payload[1], line), path)
+        if depth + payload[0] >= MAX_DEPTH:
+            raise Unsupported  # as deep as the reader goes, flow levels and blocks together
+        self.keys += payload[1]
+        return self.collection(payload, line, path)
 
-    def flow(self, text: str, at: int, line: int, path: KeyPath, depth: int) -> tuple[Any, int]:
-        """The flow collection opening at ``text[at]``, and the index just past its end."""
-        if depth >= MAX_DEPTH:
-            raise Unsupported
-        mapping = text[at] == "{"
-        flat = (_FLAT_MAPPING if mapping else _FLAT_SEQUENCE).match(text, at)
-        if flat is not None:
-            return self.flat(flat.group()[1:-1], mapping, line, path), flat.end()
-        closer = "}" if mapping else "]"
-        result: Any = {} if mapping else []
+    def collection(self, template: Template, line: int, path: KeyPath) -> Any:
+        """Fresh containers after ``template``, every value recorded at ``line``."""
         lines = self.lines
-        at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]
-        if text[at : at + 1] == closer:
-            return result, at + 1
-        while True:
-            if mapping:
-                match = _FLOW_KEY.match(text, at)
-                if match is None:
-                    raise Unsupported
-                key = match.group(1)
-                if key in result or key == "<<":
-                    raise Unsupported
-                child: KeyPath = (*path, key)
-                at = match.end()
-                self.values += 1
-            else:
-                child = (*path, len(result))
-            lines[child] = line
-            self.values += 1
-            value, at = self.flow_value(text, at, line, child, depth)
-            if mapping:
-                result[child[-1]] = value
-            else:
-                result.append(value)
-            at = _SPACES.match(text, at).end()  # type: ignore[union-attr]
-            next_char = text[at : at + 1]
-            if next_char == closer:
-                return result, at + 1
-            if next_char != ",":
-                raise Unsupported
-            at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]
-            if text[at : at + 1] in (closer, ""):
-                raise Unsupported  # a trailing comma, or not closed on this line
-
-    def flat(self, inner: str, mapping: bool, line: int, path: KeyPath) -> Any:
-        """A flow collection matched by _FLAT_MAPPING or _FLAT_SEQUENCE, without brackets."""
-        lines = self.lines
-        if not inner.strip(" "):
-            return {} if mapping else []
-        items = inner.split(",")
-        self.values += len(items) * (2 if mapping else 1)
-        if not mapping:
-            result: list[Any] = []
-            for position, item in enumerate(items):
-                child = (*path, position)
+        items = template[2]
+        if template[3]:
+            mapping: dict[str, Any] = {}
+            for key, kind, payload in items:
+                child = (*path, key)
                 lines[child] = line
-                result.append(self.scalar(item.strip(" "), None, line, child))
-            return result
-        pairs: dict[str, Any] = {}
-        for item in items:
-            key, value = item.split(":", 1)
-            key = key.strip(" ")
-            if key in pairs or key == "<<":
-                raise Unsupported
-            child = (*path, key)
+                if kind == _TEXT:
+                    mapping[key] = payload
+                elif kind == _SCALAR:
+                    source = _Source(payload[1], line)
+                    mapping[key] = self.builder.scalar(None, payload[0], source, child)
+                else:
+                    mapping[key] = self.collection(payload, line, child)
+            return mapping
+        sequence: list[Any] = []
+        for kind, payload in items:
+            child = (*path, len(sequence))
             lines[child] = line
-            pairs[key] = self.scalar(value.strip(" "), None, line, child)
-        return pairs
-
-    def flow_value(self, text: str, at: int, line: int, path: KeyPath, depth: int) -> Any:
-        first = text[at : at + 1]
-        if first in ("{", "["):
-            return self.flow(text, at, line, path, depth + 1)
-        if first in ('"', "'"):
-            match = (_DOUBLE if first == '"' else _SINGLE).match(text, at)
-            if match is None:
-                raise Unsupported
-            value = match.group(1)
-            if first == "'":
-                value = value.replace("''", "'")
-            return self.scalar(value, first, line, path), match.end()
-        match = _FLOW_PLAIN.match(text, at)
-        if match is None:
-            raise Unsupported
-        return self.scalar(match.group().rstrip(" "), None, line, path), match.end()
-
-    def scalar(self, value: str, style: str | None, line: int, path: KeyPath) -> Any:
-        # As loading's event path: plain text with nothing to resolve or expand stays text.
-        if value[:1] in self.may_resolve or "$" in value:
-            return self.builder.scalar(None, value, _Source(style, line), path)
-        return value
+            if kind == _TEXT:
+                sequence.append(payload)
+            elif kind == _SCALAR:
+                source = _Source(payload[1], line)
+                sequence.append(self.builder.scalar(None, payload[0], source, child))
+            else:
+                sequence.append(self.collection(payload, line, child))
+        return sequence

@@ -211,3 +211,22 @@ def test_text_it_refuses_is_what_libyaml_would_not_take_as_it_is() -> None:
         char = chr(code)
         refused = yaml_lines._UNSUPPORTED_TEXT.search(char) is not None
         assert refused == (not printable.match(char) or char in unusual), hex(code)
+
+
+def test_a_sequence_of_as_many_values_as_the_node_path_allows_is_left_to_it() -> None:
+    # The root counts too: the node-tree path reports "more than 100000 values" here.
+    text = "- x\n" * loading.MAX_VALUES
+    with pytest.raises(yaml_lines.Unsupported):
+        loading._load_lines(text, "f.yaml", PATH, ENVIRON)
+    assert _agrees("- x\n" * (loading.MAX_VALUES - 1))
+
+
+def test_lines_written_alike_give_each_document_its_own_containers() -> None:
+    # A line is parsed once for all the lines written the same way; its values must not be.
+    one = "a: [x, '${P}']\nb: {c: 1, d: [e]}\nf:\n- g: h\n"
+    documents, _ = loading._load_lines(f"{one}---\n{one}", "f.yaml", PATH, ENVIRON)
+    first, second = (document.data for document in documents)
+    assert first == second == {"a": ["x", "s3cret"], "b": {"c": 1, "d": ["e"]}, "f": [{"g": "h"}]}
+    assert first["a"] is not second["a"]
+    assert first["b"] is not second["b"] and first["b"]["d"] is not second["b"]["d"]
+    assert first["f"][0] is not second["f"][0]
