@@ -80,10 +80,22 @@ _PLAIN_IN_FLOW = r"(?:[^\s,\[\]{}#&*!|>'\"%@`?:-]|-[^\s,\[\]{}#:?])[^,\[\]{}#:?]
 _FLOW_PLAIN = re.compile(_PLAIN_IN_FLOW)
 # A flow collection of plain scalars only, nothing nested: most of them (`roles: [a, b]`,
 # `opts: {visible: true}`). Split at "," and ": " once matched, as no value holds either.
-_FLAT_SEQUENCE = re.compile(rf"\[ *(?:{_PLAIN_IN_FLOW}(?:, *{_PLAIN_IN_FLOW})*)?\]")
-_FLAT_MAPPING = re.compile(
+_FLAT_SEQUENCE_TEXT = rf"\[ *(?:{_PLAIN_IN_FLOW}(?:, *{_PLAIN_IN_FLOW})*)?\]"
+_FLAT_MAPPING_TEXT = (
     rf"\{{ *(?:{_KEY_TEXT}: +{_PLAIN_IN_FLOW}(?:, *{_KEY_TEXT}: +{_PLAIN_IN_FLOW})*)?\}}"
 )
+_FLAT_SEQUENCE = re.compile(_FLAT_SEQUENCE_TEXT)
+_FLAT_MAPPING = re.compile(_FLAT_MAPPING_TEXT)
+# One level more: plain scalars and flat collections (`metadata: {name: a, labels: {b: c}}`,
+# on a line of its own in each document). Its items are then found one regex match each.
+_SHALLOW_VALUE = rf"(?:{_PLAIN_IN_FLOW}|{_FLAT_SEQUENCE_TEXT} *|{_FLAT_MAPPING_TEXT} *)"
+_SHALLOW_SEQUENCE = re.compile(rf"\[ *(?:{_SHALLOW_VALUE}(?:, *{_SHALLOW_VALUE})*)?\]")
+_SHALLOW_MAPPING = re.compile(
+    rf"\{{ *(?:{_KEY_TEXT}: +{_SHALLOW_VALUE}(?:, *{_KEY_TEXT}: +{_SHALLOW_VALUE})*)?\}}"
+)
+_SHALLOW_ITEM_TEXT = rf"({_FLAT_SEQUENCE_TEXT})|({_FLAT_MAPPING_TEXT})|({_PLAIN_IN_FLOW})"
+_SHALLOW_ITEM = re.compile(rf"()(?:{_SHALLOW_ITEM_TEXT})")
+_SHALLOW_PAIR = re.compile(rf"({_KEY_TEXT}): +(?:{_SHALLOW_ITEM_TEXT})")
 _SPACES = re.compile(" *")
 # First characters that never start a plain scalar in a block (``-``, ``?`` and ``:`` only
 # when a space or the end of the line follows them).
@@ -267,6 +279,10 @@ def _flow(text: str, at: int, may_resolve: Container[str], depth: int) -> tuple[
     flat = (_FLAT_MAPPING if mapping else _FLAT_SEQUENCE).match(text, at)
     if flat is not None:
         return _flat(flat.group()[1:-1], mapping, may_resolve), flat.end()
+    if depth + 1 < MAX_DEPTH:  # else the generic path below words the depth
+        shallow = (_SHALLOW_MAPPING if mapping else _SHALLOW_SEQUENCE).match(text, at)
+        if shallow is not None:
+            return _shallow(shallow.group()[1:-1], mapping, may_resolve), shallow.end()
     closer = "}" if mapping else "]"
     items: list[Any] = []
     keys: set[str] = set()
@@ -319,6 +335,30 @@ def _flat(inner: str, mapping: bool, may_resolve: Container[str]) -> Template:
         keys.add(key)
         pairs.append((key, *_plain(value.strip(" "), may_resolve)))
     return (1, len(pairs), tuple(pairs), True)
+
+
+def _shallow(inner: str, mapping: bool, may_resolve: Container[str]) -> Template:
+    """A flow collection matched by _SHALLOW_MAPPING or _SHALLOW_SEQUENCE, without brackets."""
+    items: list[Any] = []
+    keys: set[str] = set()
+    nesting, count = 1, 0
+    for match in (_SHALLOW_PAIR if mapping else _SHALLOW_ITEM).finditer(inner):
+        key, sequence, pairs, plain = match.groups()
+        if plain is not None:
+            kind, payload = _plain(plain.rstrip(" "), may_resolve)
+        else:
+            kind, payload = _FLOW, _flat((pairs or sequence)[1:-1], pairs is not None, may_resolve)
+            nesting = 2
+            count += payload[1]
+        if not mapping:
+            items.append((kind, payload))
+            continue
+        if key in keys:
+            raise Unsupported
+        keys.add(key)
+        count += 1
+        items.append((key, kind, payload))
+    return (nesting, count, tuple(items), mapping)
 
 
 def _flow_value(

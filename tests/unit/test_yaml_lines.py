@@ -90,6 +90,27 @@ def _block(draw: st.DrawFn, value: object, indent: int, *, same: bool = False) -
     return f"{pad}{_flow(value)}\n"
 
 
+spaces = st.sampled_from(["", " ", "  "])
+flow_scalars = st.sampled_from(["a", "b c", "1", "true", "~", "-x", "x#y", "a:b", "${P}", "'q'"])
+
+
+@st.composite
+def _flow_collection(draw: st.DrawFn, inner: st.SearchStrategy[str]) -> str:
+    """A flow collection of ``inner`` texts, spaced at random, now and then not valid."""
+    if draw(st.booleans()):
+        items = [draw(inner) for _ in range(draw(st.integers(0, 3)))]
+        opening, closing = "[", "]"
+    else:
+        keys = draw(st.lists(st.sampled_from(KEYS), max_size=3))
+        items = [f"{key}:{draw(st.sampled_from([' ', '  ', '']))}{draw(inner)}" for key in keys]
+        opening, closing = "{", "}"
+    text = ",".join(draw(spaces) + item + draw(spaces) for item in items)
+    return opening + text + draw(st.sampled_from(["", "", "", ","])) + closing
+
+
+flow_collections = st.recursive(flow_scalars, _flow_collection, max_leaves=10)
+
+
 @st.composite
 def block_documents(draw: st.DrawFn) -> str:
     root = st.dictionaries(st.sampled_from(KEYS), trees, min_size=1) | st.lists(trees, min_size=1)
@@ -153,6 +174,14 @@ def test_documents_with_windows_line_ends_agree(text: str) -> None:
     crlf = text.replace("\n", "\r\n")
     if _agrees(text):
         assert _agrees(crlf)  # CR LF is taken wherever LF is
+
+
+@SETTINGS
+@given(value=flow_collections, note=st.sampled_from(["", " # note", "#x", " x"]))
+@example(value="{name: a, labels: {b: c}, roles: [d, e]}", note="")
+@example(value="[ {a: b} , [c] ,d ]", note=" # note")
+def test_flow_collections_agree(value: str, note: str) -> None:
+    _agrees(f"a: {value}{note}\nb:\n- {value}{note}\n")
 
 
 @pytest.mark.parametrize("name", ["roleapps.yaml", "backups.yaml", "connections.yaml"])
