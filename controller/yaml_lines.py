@@ -40,7 +40,11 @@ class Unsupported(Exception):
 
 
 class Builder(Protocol):
-    """What a document is built into: ``loading._Builder``."""
+    """What a document is built into: ``loading._Builder``.
+
+    ``scalar`` of plain text without ``$`` that gives a number, a boolean or None must give
+    it for that text alone, recording nothing: the reader reuses it for the same text.
+    """
 
     lines: dict[KeyPath, int]
 
@@ -111,7 +115,8 @@ def read(
     if _UNSUPPORTED_TEXT.search(text):
         raise Unsupported
     documents: list[tuple[int, int, Any, Builder]] = []
-    null = (_SCALAR, ("", None)) if "" in may_resolve else (_TEXT, "")
+    null = (_RESOLVE, "") if "" in may_resolve else (_TEXT, "")
+    resolved: dict[str, Any] = {}
     for index, (shapes, numbers) in enumerate(_documents(text, may_resolve)):
         builder = new_builder()
         if not shapes:  # `---` with nothing under it: an empty document
@@ -120,7 +125,7 @@ def read(
         if shapes[0][0]:
             raise Unsupported
         shapes.append(_END)
-        reader = _Reader(shapes, numbers, builder, null)
+        reader = _Reader(shapes, numbers, builder, null, resolved)
         data, end = reader.block(0, 0, (), 0)
         if end != len(numbers):
             raise Unsupported  # a line left over: indented oddly, or not YAML
@@ -148,18 +153,23 @@ def _without_crlf(text: str) -> str:
 # What a line says, parsed once for all the lines written the same way (most of a manifest:
 # `kind: RoleApp`, `spec:`, `  roles: [a]`) and shared: only immutable parts, the containers
 # are made afresh for each document. A shape is (indent, key, kind, payload):
-#   key line    `key: value`  (indent, key, _BELOW | _TEXT | _SCALAR | _FLOW, payload)
+#   key line    `key: value`  (indent, key, _BELOW or a value's kind, payload)
 #   item line   `- value`     (indent, None, _ITEM, the shape of `value` at its own column)
-#   value       `value`       (column, None, _TEXT | _SCALAR | _FLOW, payload)
+#   value       `value`       (column, None, _TEXT | _RESOLVE | _SCALAR | _FLOW, payload)
 # Payloads: _BELOW None (the value is on the lines below, or null); _TEXT the value itself
-# (text with nothing to resolve or expand); _SCALAR (text, style) for ``Builder.scalar``;
-# _FLOW a flow collection's template.
+# (text with nothing to resolve or expand); _RESOLVE plain text, no ${...}, that may resolve
+# (see _Reader.resolve); _SCALAR (text, style) for ``Builder.scalar`` each time; _FLOW a
+# flow collection's template.
 # A template is (nesting, keys, items, is_mapping): items are (key, kind, payload) in a
 # mapping, (kind, payload) in a sequence; nesting: how many flow levels; keys: how many
 # mapping keys it holds in all.
 Shape = tuple[int, str | None, int, Any]
 Template = tuple[int, int, tuple[Any, ...], bool]
-_BELOW, _TEXT, _SCALAR, _FLOW, _ITEM, _EOF = range(6)
+_BELOW, _TEXT, _RESOLVE, _SCALAR, _FLOW, _ITEM, _EOF = range(7)
+_UNRESOLVED = object()
+# What Builder.scalar makes of plain text that the reader may reuse (see Builder): most
+# resolved scalars (`visible: true`, `recv_timeout: 30`) repeat across documents.
+_CONSTANTS = frozenset({int, float, bool, type(None)})
 _END: Shape = (-1, None, _EOF, None)  # after a document's last line: closes every block
 _SKIP: Shape = (-2, None, _EOF, None)  # a blank or comment line
 _MARK: Shape = (-3, None, _EOF, None)  # `---`
@@ -259,8 +269,10 @@ def _value(text: str, may_resolve: Container[str]) -> tuple[int, Any]:
 
 def _plain(text: str, may_resolve: Container[str]) -> tuple[int, Any]:
     # As loading's event path: plain text with nothing to resolve or expand stays text.
-    if text[:1] in may_resolve or "$" in text:
+    if "$" in text:
         return _SCALAR, (text, None)
+    if text[:1] in may_resolve:
+        return _RESOLVE, text
     return _TEXT, text
 
 
@@ -384,11 +396,17 @@ def _flow_value(
 class _Reader:
     """One document's shapes → data, recording lines and resolving scalars on the way."""
 
-    __slots__ = ("builder", "keys", "lines", "null", "numbers", "shapes")
+    __slots__ = ("builder", "keys", "lines", "null", "numbers", "resolved", "shapes")
 
     def __init__(
-        self, shapes: list[Shape], numbers: list[int], builder: Builder, null: tuple[int, Any]
+        self,
+        shapes: list[Shape],
+        numbers: list[int],
+        builder: Builder,
+        null: tuple[int, Any],
+        resolved: dict[str, Any],
     ) -> None:
+        self.resolved = resolved
         self.shapes = shapes  # ending with _END
         self.numbers = numbers
         self.builder = builder
@@ -467,6 +485,8 @@ class _Reader:
         kind, payload = form
         if kind == _TEXT:
             return payload
+        if kind == _RESOLVE:
+            return self.resolve(payload, line, path)
         if kind == _SCALAR:
             return self.builder.scalar(None, payload[0], _Source(payload[1], line), path)
         if depth + payload[0] >= MAX_DEPTH:
@@ -485,6 +505,8 @@ class _Reader:
                 lines[child] = line
                 if kind == _TEXT:
                     mapping[key] = payload
+                elif kind == _RESOLVE:
+                    mapping[key] = self.resolve(payload, line, child)
                 elif kind == _SCALAR:
                     source = _Source(payload[1], line)
                     mapping[key] = self.builder.scalar(None, payload[0], source, child)
@@ -497,9 +519,20 @@ class _Reader:
             lines[child] = line
             if kind == _TEXT:
                 sequence.append(payload)
+            elif kind == _RESOLVE:
+                sequence.append(self.resolve(payload, line, child))
             elif kind == _SCALAR:
                 source = _Source(payload[1], line)
                 sequence.append(self.builder.scalar(None, payload[0], source, child))
             else:
                 sequence.append(self.collection(payload, line, child))
         return sequence
+
+    def resolve(self, text: str, line: int, path: KeyPath) -> Any:
+        """A plain scalar that may resolve: as ``Builder.scalar`` made it, once per text."""
+        value = self.resolved.get(text, _UNRESOLVED)
+        if value is _UNRESOLVED:
+            value = self.builder.scalar(None, text, _Source(None, line), path)
+            if type(value) in _CONSTANTS:
+                self.resolved[text] = value
+        return value

@@ -259,3 +259,26 @@ def test_lines_written_alike_give_each_document_its_own_containers() -> None:
     assert first["a"] is not second["a"]
     assert first["b"] is not second["b"] and first["b"]["d"] is not second["b"]["d"]
     assert first["f"][0] is not second["f"][0]
+
+
+@pytest.mark.parametrize("text", [*SCALARS, "", "0o17", "1e999", ".nan", "-.inf", "9" * 40])
+def test_the_builder_gives_a_constant_for_the_text_alone(text: str) -> None:
+    # The line reader reuses what Builder.scalar made of plain text when it is a number, a
+    # boolean or None (yaml_lines.Builder): so it must record nothing, wherever it is.
+    builders = [loading._Builder("f.yaml", ENVIRON) for _ in range(2)]
+    values = [
+        builder.scalar(None, text, yaml_lines._Source(None, line), ("a", line))
+        for line, builder in enumerate(builders, 1)
+    ]
+    if "$" in text or type(values[0]) not in yaml_lines._CONSTANTS:
+        return
+    assert repr(values[0]) == repr(values[1])
+    for builder in builders:
+        recorded = (builder.problems, builder.from_env, builder.unset, builder.refused)
+        assert recorded == ([], set(), {}, set())
+
+
+def test_a_constant_repeated_across_documents_is_read_as_each_one() -> None:
+    # Reused within a file; text that resolves with a problem is asked for each time.
+    one = "a: 30\nb: [true, ~]\nc: .inf\nd: 2024-01-01\n"
+    assert _agrees(f"{one}---\n{one}---\n{one}")
