@@ -345,6 +345,7 @@ class _CrossChecks:
     def __init__(self, problems: list[Problem], declared: dict[str, str]) -> None:
         self.problems = problems
         self.declared = declared  # every Connection document, even an invalid one
+        self._of_api: dict[str, list[str]] = {}
 
     def problem(self, document: Document, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(document.file, document.line_of(path), dotted(path), message))
@@ -417,12 +418,23 @@ class _CrossChecks:
             return None
         return resolved
 
+    def declared_of(self, api: Api) -> list[str]:
+        """The declared connections with ``api``, sorted; not to be modified.
+
+        Computed once per api: every document that leaves out ``spec.connection`` asks (in
+        an estate with one Era connection, likely all 10,000 roleapps: ~10 ms of CPU).
+        """
+        names = self._of_api.get(api)
+        if names is None:
+            names = self._of_api[api] = sorted(n for n, a in self.declared.items() if a == api)
+        return names
+
     def resolve_connection(
         self, document: Document, api: Api, connections: dict[str, Connection], *, what: str
     ) -> str | None:
         name = document.data["spec"].get("connection")
         if name is None:
-            candidates = sorted(n for n, a in self.declared.items() if a == api)
+            candidates = self.declared_of(api)
             if len(candidates) == 1:
                 return candidates[0] if candidates[0] in connections else None
             if not candidates:

@@ -452,6 +452,24 @@ CASES = [
         ),
     ),
     Case(
+        # The candidates are worked out once per api and reused: each document still gets
+        # its own problem, and a policy of another api still finds its one connection.
+        "two-era-connections-and-several-documents-without-one",
+        {
+            "bad.yaml": connection("  api: era\n  url: sandbox\n", name="era-two")
+            + "---\n"
+            + roleapp("  folder: f\n")
+            + "---\n"
+            + roleapp("  folder: g\n", name="other")
+            + "---\n"
+            + policy("  maxAge: 1d\n" + VCDA_SOURCE)
+        },
+        (
+            "bad.yaml:13: spec.connection: required: several era connections exist (era-main, era-two)",
+            "bad.yaml:20: spec.connection: required: several era connections exist (era-main, era-two)",
+        ),
+    ),
+    Case(
         "roleapp-with-no-era-connection",
         {"bad.yaml": roleapp("  folder: f\n")},
         ("bad.yaml:5: spec: a RoleApp needs a Connection with api: era; none is declared",),
