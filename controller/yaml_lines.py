@@ -76,6 +76,9 @@ _UNSUPPORTED_TEXT = re.compile(
 # A block mapping key: plain, simple, followed by ":" and a space or the end of the line.
 _KEY_TEXT = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"
 _KEY = re.compile(rf"({_KEY_TEXT}):(?: +(.*))?$")
+# Most lines: `key:`, or `key: text` whose text starts with a letter or digit and holds no
+# ":" or "#" (so no note, no mapping, nothing that is not a plain scalar).
+_SIMPLE_LINE = re.compile(rf"( *)({_KEY_TEXT}):(?: +(\w(?:[^:#]*[^:# ])?))? *$")
 _FLOW_KEY = re.compile(rf"({_KEY_TEXT}): +")
 _DOUBLE = re.compile(r'"([^"\\]*)"')
 _SINGLE = re.compile(r"'((?:[^']|'')*)'")
@@ -203,6 +206,12 @@ def _documents(text: str, may_resolve: Container[str]) -> list[tuple[list[Shape]
 
 
 def _shape(line: str, may_resolve: Container[str]) -> Shape:
+    simple = _SIMPLE_LINE.match(line)
+    if simple is not None:  # one match instead of the steps below, which agree with it
+        spaces, key, text = simple.groups()
+        if text is None:
+            return (len(spaces), key, _BELOW, None)
+        return (len(spaces), key, *_plain(text, may_resolve))
     content = line.lstrip(" ")
     if not content or content[0] == "#":
         return _SKIP
