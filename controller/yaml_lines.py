@@ -297,13 +297,16 @@ def _flow(text: str, at: int, may_resolve: Container[str], depth: int) -> tuple[
     if depth >= MAX_DEPTH:
         raise Unsupported
     mapping = text[at] == "{"
-    flat = (_FLAT_MAPPING if mapping else _FLAT_SEQUENCE).match(text, at)
-    if flat is not None:
-        return _flat(flat.group()[1:-1], mapping, may_resolve), flat.end()
-    if depth + 1 < MAX_DEPTH:  # else the generic path below words the depth
+    # Only one kind is tried, as a regex that fails costs about what one that matches does.
+    nested = text.find("{", at + 1) >= 0 or text.find("[", at + 1) >= 0
+    if nested and depth + 1 < MAX_DEPTH:  # else the generic path below words the depth
         shallow = (_SHALLOW_MAPPING if mapping else _SHALLOW_SEQUENCE).match(text, at)
         if shallow is not None:
             return _shallow(shallow.group()[1:-1], mapping, may_resolve), shallow.end()
+    else:
+        flat = (_FLAT_MAPPING if mapping else _FLAT_SEQUENCE).match(text, at)
+        if flat is not None:
+            return _flat(flat.group()[1:-1], mapping, may_resolve), flat.end()
     closer = "}" if mapping else "]"
     items: list[Any] = []
     keys: set[str] = set()
@@ -343,19 +346,19 @@ def _flat(inner: str, mapping: bool, may_resolve: Container[str]) -> Template:
     """A flow collection matched by _FLAT_MAPPING or _FLAT_SEQUENCE, without brackets."""
     if not inner.strip(" "):
         return (1, 0, (), mapping)
-    items = inner.split(",")
-    if not mapping:
-        return (1, 0, tuple(_plain(item.strip(" "), may_resolve) for item in items), False)
-    pairs: list[tuple[str, int, Any]] = []
+    items: list[Any] = []
     keys: set[str] = set()
-    for item in items:
+    for item in inner.split(","):
+        if not mapping:
+            items.append(_plain(item.strip(" "), may_resolve))
+            continue
         key, value = item.split(":", 1)
         key = key.strip(" ")
         if key in keys:
             raise Unsupported
         keys.add(key)
-        pairs.append((key, *_plain(value.strip(" "), may_resolve)))
-    return (1, len(pairs), tuple(pairs), True)
+        items.append((key, *_plain(value.strip(" "), may_resolve)))
+    return (1, len(keys), tuple(items), mapping)
 
 
 def _shallow(inner: str, mapping: bool, may_resolve: Container[str]) -> Template:
