@@ -5,9 +5,12 @@ spent 0.40 s producing the events of 10,000 manifests, and building documents fr
 events another 0.5 s, the largest part of ``converge plan``. Manifests are written in a
 small, regular part of YAML: block mappings and sequences, flow collections on one line,
 plain and simply quoted scalars. Reading just that part with a regular expression per line
-costs about a third as much; and as most lines of an estate are written alike (`kind:
-RoleApp`, `spec:`, `  roles: [a]`), each is parsed once per file into a shape shared by
-the lines written the same way, from which each document's values are made afresh.
+is cheaper; and as most lines of an estate are written alike (`kind: RoleApp`, `spec:`,
+`  roles: [a]`, `  opts: {visible: true}`), each distinct line is parsed once per file into
+a shape shared by the lines written the same way, from which each document's containers
+are made afresh. Measured on 10,000 roleapp manifests (2.8 MB, a shared 2-core VM, medians
+of alternated runs): ``read`` 0.47 s, where parsing every line of every document took
+0.9 s; ``loading.load`` 0.5 s, against 0.93 s through libyaml's event path.
 
 It reads only that part, with LF or CR LF line ends. Anything else raises
 :class:`Unsupported` and ``loading`` reads the whole file through libyaml instead: tabs, a
