@@ -215,7 +215,10 @@ def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() ->
     # Ctrl-C while the main thread waits: the caller then releases the state lock and
     # closes the store, so no thread may still be creating objects, and every object that
     # was created must be recorded.
-    actions = tuple(_create("era-a", n) for n in range(40))  # concurrency 2, 10 ms each
+    # Concurrency 2, 10 ms each: 2 s of work in all, so that on a loaded machine the signal
+    # still lands long before the last object (with 40 it sometimes came after: 1 in 4 runs
+    # of the whole suite beside other jobs). Only the objects under way are ever run.
+    actions = tuple(_create("era-a", n) for n in range(400))
     store, clients = _Store(), _Clients()
     main = threading.main_thread().ident
     assert main is not None and threading.get_ident() == main
