@@ -498,49 +498,38 @@ class _Reader:
     def value(self, form: tuple[int, Any], line: int, path: KeyPath, depth: int) -> Any:
         """The value of a _TEXT, _SCALAR or _FLOW (kind, payload) written on ``line``."""
         kind, payload = form
+        if kind == _FLOW:
+            if depth + payload[0] >= MAX_DEPTH:
+                raise Unsupported  # as deep as the reader goes, flow levels and blocks together
+            self.keys += payload[1]
+        return self.made(kind, payload, line, path)
+
+    def made(self, kind: int, payload: Any, line: int, path: KeyPath) -> Any:
+        """A fresh value of (kind, payload), recorded at ``line``: one dispatch for all."""
         if kind == _TEXT:
             return payload
         if kind == _RESOLVE:
             return self.resolve(payload, line, path)
         if kind == _SCALAR:
             return self.builder.scalar(None, payload[0], _Source(payload[1], line), path)
-        if depth + payload[0] >= MAX_DEPTH:
-            raise Unsupported  # as deep as the reader goes, flow levels and blocks together
-        self.keys += payload[1]
         return self.collection(payload, line, path)
 
     def collection(self, template: Template, line: int, path: KeyPath) -> Any:
         """Fresh containers after ``template``, every value recorded at ``line``."""
         lines = self.lines
-        items = template[2]
+        made = self.made
         if template[3]:
             mapping: dict[str, Any] = {}
-            for key, kind, payload in items:
+            for key, kind, payload in template[2]:
                 child = (*path, key)
                 lines[child] = line
-                if kind == _TEXT:
-                    mapping[key] = payload
-                elif kind == _RESOLVE:
-                    mapping[key] = self.resolve(payload, line, child)
-                elif kind == _SCALAR:
-                    source = _Source(payload[1], line)
-                    mapping[key] = self.builder.scalar(None, payload[0], source, child)
-                else:
-                    mapping[key] = self.collection(payload, line, child)
+                mapping[key] = payload if kind == _TEXT else made(kind, payload, line, child)
             return mapping
         sequence: list[Any] = []
-        for kind, payload in items:
+        for kind, payload in template[2]:
             child = (*path, len(sequence))
             lines[child] = line
-            if kind == _TEXT:
-                sequence.append(payload)
-            elif kind == _RESOLVE:
-                sequence.append(self.resolve(payload, line, child))
-            elif kind == _SCALAR:
-                source = _Source(payload[1], line)
-                sequence.append(self.builder.scalar(None, payload[0], source, child))
-            else:
-                sequence.append(self.collection(payload, line, child))
+            sequence.append(payload if kind == _TEXT else made(kind, payload, line, child))
         return sequence
 
     def resolve(self, text: str, line: int, path: KeyPath) -> Any:
