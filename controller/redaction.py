@@ -8,6 +8,7 @@ message, and we render server messages verbatim.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -44,15 +45,26 @@ def _normalised(key: str) -> str:
 _NORMALISED_SECRET_KEYS = frozenset(_normalised(k) for k in SECRET_KEYS)
 
 
+# Why a cache: the keys asked about are a payload's field names, a few dozen in an estate
+# however many objects it has, and each is asked once per object rendered or planned.
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     return _normalised(key) in _NORMALISED_SECRET_KEYS
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every given secret (3+ characters) and any URL password masked."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+    given = secrets if type(secrets) is frozenset else frozenset(secrets)
+    for secret in _longest_first(given):
         text = text.replace(secret, MASK)
     return mask_url(text)
+
+
+# Why a cache: apply redacts a line per action with the same few secrets each time.
+@functools.lru_cache(maxsize=64)
+def _longest_first(secrets: frozenset[str]) -> tuple[str, ...]:
+    """The secrets worth masking, longest first (so a secret inside another goes second)."""
+    return tuple(sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True))
 
 
 def mask_url(text: str) -> str:
