@@ -14,19 +14,17 @@ Three readers, the quickest first, each giving up on what the next one handles:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from controller import yaml_lines
+from controller import collector, yaml_lines
 from controller.errors import Problem
 
 try:  # libyaml is ~10x faster; the pure-Python loader is the same grammar.
@@ -134,44 +132,17 @@ def load(
 ) -> LoadResult:
     """Load every document under ``paths``. Problems are collected, never raised.
 
-    ``freeze``: for a process that owns its heap (the CLI), see ``_collector_paused``.
+    ``freeze``: for a process that owns its heap (the CLI), see ``controller.collector``.
     """
     env = os.environ if environ is None else environ
     files, problems = discover(paths)
     documents: list[Document] = []
-    with _collector_paused(freeze=freeze):
+    with collector.paused(freeze=freeze):
         for path in files:
             docs, file_problems = load_file(path, environ=env)
             documents.extend(docs)
             problems.extend(file_problems)
     return LoadResult(tuple(documents), tuple(problems), len(files))
-
-
-@contextlib.contextmanager
-def _collector_paused(*, freeze: bool) -> Iterator[None]:
-    """Hold off the cyclic garbage collector while loading.
-
-    Why: loading 10,000 manifests allocates millions of dicts and tuples that all survive,
-    and every allocation-triggered collection scans the survivors again: a quarter of the
-    loading time. What is built here holds no reference cycles, so nothing is left for the
-    collector to find that it would not find at its next run after this one.
-
-    With ``freeze``, everything alive is then moved where the collector never looks again
-    (``gc.freeze``); without it, the first collection after loading still walks all the
-    documents, and later ones again as they age (~50-100 ms of a 10,000-manifest plan).
-    Reference counting still frees all of it. Only for a process that owns its heap, the
-    CLI: a garbage cycle alive at that moment is never collected, which a long-lived
-    caller (a test session) would feel.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            if freeze:
-                gc.freeze()
-            gc.enable()
 
 
 def display_name(path: Path) -> str:

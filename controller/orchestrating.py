@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from controller import (
     applying,
     archives,
+    collector,
     connecting,
     diffing,
     fetching,
@@ -178,29 +179,37 @@ class Run:
         connecting.require_secrets(
             self.manifests, connections=[*era, *(p.connection for p in self.manifests.policies)]
         )
-        return fetching.fetch(self.clients, era_connections=era, policies=self.manifests.policies)
+        with self.building():  # 10,000 live objects decoded: kept to the end of the run
+            return fetching.fetch(
+                self.clients, era_connections=era, policies=self.manifests.policies
+            )
+
+    def building(self) -> AbstractContextManager[None]:
+        """A burst that builds what the run keeps: see ``controller.collector``."""
+        return collector.paused(freeze=self.options.freeze_loaded)
 
     def plan(self, live: LiveState | None = None) -> Plan:
         """Read live state and plan; scoped by --selector and --target."""
-        # One read of the inventory serves the listing and the planner: at 10,000 entries a
-        # read costs ~35 ms of CPU (rows, datetimes, records).
-        everything = self.store.inventory()
-        live = live or self.fetch(inventory=everything)
-        declared = {c.name for c in self.manifests.connections}
-        inventory = [e for e in everything if e.connection in declared]
-        owned = {p.name: self._owned_backups(p) for p in self.manifests.policies}
-        plan = planning.build_plan(
-            roleapps=self.manifests.roleapps,
-            live=live.roleapps,
-            inventory=inventory,
-            policies=self.manifests.policies,
-            backups=live.backups,
-            owned_backups=owned,
-            archives=self._archive_md5s(),
-            prune=self.options.prune,
-            now=self.now(),
-        )
-        return self._scoped(plan)
+        with self.building():
+            # One read of the inventory serves the listing and the planner: at 10,000 entries
+            # a read costs ~35 ms of CPU (rows, datetimes, records).
+            everything = self.store.inventory()
+            live = live or self.fetch(inventory=everything)
+            declared = {c.name for c in self.manifests.connections}
+            inventory = [e for e in everything if e.connection in declared]
+            owned = {p.name: self._owned_backups(p) for p in self.manifests.policies}
+            plan = planning.build_plan(
+                roleapps=self.manifests.roleapps,
+                live=live.roleapps,
+                inventory=inventory,
+                policies=self.manifests.policies,
+                backups=live.backups,
+                owned_backups=owned,
+                archives=self._archive_md5s(),
+                prune=self.options.prune,
+                now=self.now(),
+            )
+            return self._scoped(plan)
 
     def _owned_backups(self, policy: BackupPolicy) -> set[str]:
         """Ids of the backups ``policy`` made, as the state recorded them, for retention.

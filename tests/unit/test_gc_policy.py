@@ -1,8 +1,9 @@
-"""The CLI's garbage-collector policy: in force for one command, then put back.
+"""The CLI's garbage-collector policy (``controller.collector``): in force for one command.
 
-A converge run raises the GC's thresholds (see ``cli._GC_THRESHOLDS``). In-process callers
-such as ``CliRunner`` run many commands in one interpreter, so the thresholds must be back
-to what they were once a command ends, whether it succeeded or failed.
+A converge run raises the GC's thresholds (see ``cli._GC_THRESHOLDS``) and pauses the
+collector while it builds what it keeps. In-process callers such as ``CliRunner`` run many
+commands in one interpreter, so there the thresholds must be back to what they were once a
+command ends, whether it succeeded or failed, and nothing may be frozen.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from controller import cli, loading
+from controller import cli, collector, loading
 
 
 @pytest.fixture
@@ -30,9 +31,16 @@ def default_thresholds() -> Iterator[tuple[int, int, int]]:
 
 def test_thresholds_hold_while_the_command_runs(default_thresholds: tuple[int, ...]) -> None:
     with click.Context(cli.main) as ctx:
-        cli._collect_less_often(ctx)
+        cli._collect_less_often(ctx, owns_process=False)
         assert gc.get_threshold() == cli._GC_THRESHOLDS
     assert gc.get_threshold() == default_thresholds
+
+
+def test_the_converge_process_keeps_them_to_the_end(default_thresholds: tuple[int, ...]) -> None:
+    # Put back, the default's next collection would walk all the command built as it exits.
+    with click.Context(cli.main) as ctx:
+        cli._collect_less_often(ctx, owns_process=True)
+    assert gc.get_threshold() == cli._GC_THRESHOLDS
 
 
 @pytest.mark.parametrize("content", ["apiVersion: converge/v1\n", "kind: [unclosed\n"])
@@ -95,3 +103,63 @@ def test_loading_freezes_only_when_asked(tmp_path: Path, freeze: bool) -> None:
         assert (gc.get_freeze_count() > before) is freeze
     finally:
         gc.unfreeze()  # the test session is a long-lived process: give it all back
+
+
+@pytest.fixture
+def collector_enabled() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_pause_holds_off_collections_then_gives_them_back(
+    collector_enabled: None, freeze: bool
+) -> None:
+    before = gc.get_freeze_count()
+    try:
+        with collector.paused(freeze=freeze):
+            assert not gc.isenabled()
+            kept = [[i] for i in range(1_000)]  # what a burst builds and keeps
+        assert gc.isenabled()
+        assert (gc.get_freeze_count() >= before + len(kept)) is freeze
+    finally:
+        gc.unfreeze()
+
+
+def test_a_pause_gives_the_collector_back_when_the_burst_fails(collector_enabled: None) -> None:
+    with pytest.raises(RuntimeError), collector.paused(freeze=False):
+        raise RuntimeError("a listing failed half way")
+    assert gc.isenabled()
+
+
+def test_a_pause_inside_a_pause_leaves_the_outer_one_in_charge(collector_enabled: None) -> None:
+    with collector.paused(freeze=False):
+        with collector.paused(freeze=False):
+            pass
+        assert not gc.isenabled()  # the outer burst is still under way
+    assert gc.isenabled()
+
+
+def test_the_converge_process_exits_with_all_frozen(tmp_path: Path) -> None:
+    # The interpreter collects once on its way out: with everything frozen it walks nothing.
+    (tmp_path / "estate.yaml").write_text(VALID, encoding="utf-8")
+    probe = (
+        "import atexit, gc, sys\n"
+        "from controller import cli\n"
+        "atexit.register(lambda: print(gc.get_count()[0], gc.get_threshold()[0]))\n"
+        "sys.argv = ['converge', 'validate', sys.argv[1]]\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    young, threshold = map(int, done.stdout.splitlines()[-1].split())
+    assert threshold == cli._GC_THRESHOLDS[0]
+    assert young < 100, young  # settle() froze the young generation too
