@@ -21,11 +21,14 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 from controller import durations
 from controller.clients.backups import BackupState, LiveBackup
 from controller.manifests import BackupPolicy
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 # A fall-back night repeats at most this much wall-clock time (2h: historical "double
 # summer time"); searching this far ahead of now's wall time finds every slot whose
@@ -222,7 +225,7 @@ def _latest_slots(policy: BackupPolicy, now: datetime) -> tuple[datetime, ...]:
     from croniter import croniter
 
     assert policy.schedule is not None
-    zone = ZoneInfo(policy.timezone or "UTC")
+    zone = _zone(policy)
     hourly = _covers_every_hour(policy.schedule)
     start = (now + _DST_SLACK).astimezone(zone)
     cron = croniter(policy.schedule, start)
@@ -235,6 +238,12 @@ def _latest_slots(policy: BackupPolicy, now: datetime) -> tuple[datetime, ...]:
         if len(found) == 2:
             break
     return tuple(found)
+
+
+def _zone(policy: BackupPolicy) -> ZoneInfo:
+    from zoneinfo import ZoneInfo  # ~3 ms of start-up, for schedules only (as croniter)
+
+    return ZoneInfo(policy.timezone or "UTC")
 
 
 def _normalise(slot: datetime, zone: ZoneInfo, *, hourly: bool) -> datetime | None:
@@ -256,7 +265,7 @@ def _covers_every_hour(expression: str) -> bool:
 
 
 def _slot_text(slot: datetime, policy: BackupPolicy, now: datetime) -> str:
-    zone = ZoneInfo(policy.timezone or "UTC")
+    zone = _zone(policy)
     local = slot.astimezone(zone)
     if local.date() == now.astimezone(zone).date():
         return local.strftime("%H:%M")

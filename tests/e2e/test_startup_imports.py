@@ -1,8 +1,9 @@
-"""Start-up cost of plan and apply: plain-http runs load no TLS, zip or e-mail modules.
+"""Start-up cost of plan and apply: plain-http runs load no TLS, zip, e-mail, tz or idna.
 
-``ssl`` (~15 ms), ``email.utils`` (~13 ms) and ``zipfile`` (~5 ms) are imported where
-they are needed (an https connection, an HTTP-date Retry-After, a directory or .zip
-archive), because issue 7's apply target counts every millisecond before the first call.
+``ssl`` (~15 ms), ``email.utils`` (~13 ms), ``zipfile`` (~5 ms), ``zoneinfo`` (~3 ms) and
+the ``idna`` codec (~2.5 ms) are imported where they are needed (an https connection, an
+HTTP-date Retry-After, a directory or .zip archive, a policy's schedule or timezone, a
+host name that is not ASCII), because issue 7's apply target counts every millisecond before the first call.
 One top-level import would undo that without failing anything else, so this runs converge
 as a user would, with ``-X importtime``, and reads the modules it loaded.
 """
@@ -13,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Workspace
 
-LAZY = ("ssl", "email.utils", "zipfile")
+LAZY = ("ssl", "email.utils", "zipfile", "zoneinfo", "encodings.idna")
 
 
 def loaded_modules(workspace: Workspace, *args: str) -> tuple[int, set[str]]:
@@ -29,7 +30,7 @@ def loaded_modules(workspace: Workspace, *args: str) -> tuple[int, set[str]]:
 
 
 @pytest.mark.parametrize("command", ["plan", "apply"])
-def test_plain_http_run_loads_no_tls_zip_or_email(workspace: Workspace, command: str) -> None:
+def test_plain_http_run_loads_no_tls_zip_email_tz_or_idna(workspace: Workspace, command: str) -> None:
     workspace.era_connection()
     workspace.roleapp("chat-operator", extra="title: Chat\nroles: [chatagent]")
     args = [command, "manifests"] + (["--auto-approve"] if command == "apply" else [])
