@@ -486,13 +486,15 @@ class _ProgressPrinter:
         self.width = 0
 
     def __call__(self, progress: Progress) -> None:
-        from controller.rendering import results  # loaded by apply already: a dict lookup
-
-        with self.lock:
-            if self.terminal:
+        if self.terminal:
+            with self.lock:
                 self._status(progress)
-            elif progress.result is not None:
-                self.state.echo(results.progress_line(progress), err=self.to_stderr)
+        elif progress.result is not None:  # a started action prints nothing in a log
+            from controller.rendering import results  # loaded by apply already
+
+            line = results.progress_line(progress)  # made outside the lock the threads share
+            with self.lock:
+                self.state.echo(line, err=self.to_stderr)
 
     def _status(self, progress: Progress) -> None:
         from controller.rendering import results
