@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from runs import CONNECTIONS, EXAMPLES, run_cli, run_process, write_files
+from runs import CONNECTIONS, EXAMPLES, clean_environ, run_cli, run_process, write_files
 
 from controller import validating
 
@@ -193,3 +195,46 @@ def test_every_optional_field(workdir: Path) -> None:
     assert app.id == "68f99ca9-016c-d352-e02f-50e54938780c"
     (policy,) = manifests.policies
     assert (policy.connection, policy.wait, policy.suspend) == ("element-main", 0.0, True)
+
+
+def test_unset_secrets_are_checked_without_jsonschema(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # validate in a pull request runs without the secrets: their "" must not send the
+    # Connections to jsonschema (~75 ms to import) only to drop its errors at those paths.
+    def no_jsonschema(kind: object) -> None:
+        raise AssertionError(f"jsonschema asked about a valid {kind}")
+
+    monkeypatch.setattr(validating, "_validator", no_jsonschema)
+    manifests = validating.validate([EXAMPLES], environ={})
+    assert len(manifests.unset_secrets) == 5
+    # The stand-in is for the check only: what was built still holds "" for each secret.
+    era = next(c for c in manifests.connections if c.name == "era-main")
+    assert era.auth["password"] == ""
+
+
+def test_an_unset_secret_does_not_hide_another_error_of_its_document(workdir: Path) -> None:
+    given = (EXAMPLES / "connections.yaml").read_text(encoding="utf-8")
+    text = given.replace("concurrency: 8", "concurrency: -1", 1)
+    assert text != given
+    write_files(workdir, {"manifests/connections.yaml": text})
+    outcome = run_cli("manifests")
+    assert outcome.exit_code == 1
+    assert any("spec.concurrency" in line for line in outcome.errors), outcome.errors
+    assert not any("password" in line for line in outcome.errors), outcome.errors
+
+
+def test_validate_without_secrets_never_imports_jsonschema(workdir: Path) -> None:
+    shutil.copytree(EXAMPLES, workdir / "manifests")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "controller", "validate", "manifests"],
+        cwd=workdir,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "controller.validating" in result.stderr
+    assert " jsonschema\n" not in result.stderr
