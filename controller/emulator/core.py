@@ -39,7 +39,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 __all__ = [
     "BadRequest",
@@ -52,6 +52,7 @@ __all__ = [
     "FaultRule",
     "FaultRules",
     "Harness",
+    "RequestHeaders",
     "encode_json",
     "encoded_json_response",
     "json_response",
@@ -90,6 +91,19 @@ class DropConnection(Exception):
     """Raised from ``handle`` after the work is done: close the socket without answering."""
 
 
+class RequestHeaders(Protocol):
+    """What an API reads of a request's headers: ``get``, case-insensitive, the first of
+    repeated names. The server's ``framing.Headers`` and ``email.message.Message`` (its
+    fallback for odd header blocks) both answer it, and so does a test's plain dict.
+    """
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EmuRequest:
     """One API call, with the path below the API's mount ("/rest/v1/domain/roleapps")."""
@@ -97,7 +111,7 @@ class EmuRequest:
     method: str  # upper case, includes custom methods such as LOOKUP
     path: str
     query: dict[str, list[str]]  # urllib.parse.parse_qs of the query string
-    headers: Mapping[str, str]  # case-insensitive (email.message.Message)
+    headers: RequestHeaders
     body: bytes
     client: str = "127.0.0.1"  # the peer's IP address: Era bans by IP
 
@@ -151,7 +165,10 @@ def encoded_json_response(
 
 
 class EmulatedApi(Protocol):
-    mount: str  # "era", "element", "vcda", "commvault"
+    # A read-only property, not a plain attribute: the APIs set ``mount`` on the class.
+    @property
+    def mount(self) -> str:
+        """The first path segment the API is served under: "era", "element", "vcda", ..."""
 
     def handle(self, request: EmuRequest) -> EmuResponse: ...
 

@@ -264,7 +264,7 @@ class ElementApi(backup_apis.BackupEmulator):
         status_word: str | None,
     ) -> dict[str, Any]:
         number_ = self.next_number("dump")
-        record = {
+        record: dict[str, Any] = {
             "id": self.new_uuid("dump"),
             "application_id": app_id,
             "number": number_,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.emulator import core
@@ -184,11 +184,16 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (4, json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
+def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    """The sort key for one dotted field (a function per field, so each key binds its own)."""
+    return lambda entity: _sortable(get_path(entity, field, None))
+
+
 def sort_entities(
     entities: Iterable[dict[str, Any]], order: Sequence[OrderKey]
 ) -> list[dict[str, Any]]:
     """Sorted by ``order``; ties keep the incoming (default) order, since sorts are stable."""
     result = list(entities)
     for field, descending in reversed(order):
-        result.sort(key=lambda e, f=field: _sortable(get_path(e, f, None)), reverse=descending)
+        result.sort(key=_sort_key(field), reverse=descending)
     return result

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import email.parser
 import http.client
+import io
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import Any
+
+from controller.emulator import core
 
 __all__ = ["Headers", "parse_headers", "read_body"]
 
@@ -57,7 +60,7 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._fields!r})"
 
 
-def parse_headers(rfile: BinaryIO) -> Mapping[str, str]:
+def parse_headers(rfile: io.BufferedIOBase) -> core.RequestHeaders:
     """The header block after the request line, read up to and including its blank line.
 
     Raises ``http.client.LineTooLong`` and ``http.client.HTTPException`` (too many lines)
@@ -75,18 +78,18 @@ def parse_headers(rfile: BinaryIO) -> Mapping[str, str]:
             break
     text = [line.decode("iso-8859-1") for line in lines[:-1]]
     fields = []
-    for line in text:
-        plain = _PLAIN_HEADER.fullmatch(line)
+    for header in text:
+        plain = _PLAIN_HEADER.fullmatch(header)
         if plain is None:
             return email.parser.Parser(_class=http.client.HTTPMessage).parsestr("".join(text))
         fields.append((plain[1], plain[2]))
     return Headers(fields)
 
 
-def read_body(rfile: BinaryIO, headers: Mapping[str, str]) -> bytes:
+def read_body(rfile: io.BufferedIOBase, headers: core.RequestHeaders) -> bytes:
     """The request body, chunked or by ``Content-Length``; ValueError on bad framing."""
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:

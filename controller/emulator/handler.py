@@ -35,6 +35,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
     timeout = 120  # an idle keep-alive connection's thread ends eventually
     server: HttpServer
+    raw_requestline: bytes  # set by handle_one_request; the stubs leave it out
 
     def setup(self) -> None:
         super().setup()
@@ -121,6 +122,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if self.path.startswith("//"):  # gh-87389: no open redirect through "//host/path"
             self.path = "/" + self.path.lstrip("/")
         try:
+            # The stubs type ``headers`` as email.message.Message; what is read of it, here
+            # and by the APIs, is only ``get``, which framing's Headers answers alike.
             self.headers = framing.parse_headers(self.rfile)  # type: ignore[assignment]
         except http.client.LineTooLong as err:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
@@ -194,6 +197,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             buffer.append(b"\r\n")
         if self.command.upper() != "HEAD" and response.body:
             buffer.append(response.body)
-        self._headers_buffer = []
+        self._headers_buffer: list[bytes] = []
         if buffer:
             self.wfile.write(b"".join(buffer))

@@ -48,7 +48,9 @@ def _encode(obj: Any) -> tuple[str, bytes | str]:
 
 def _decode(kind: str, value: bytes | str) -> Any:
     if kind == "b":
-        return bytes(value) if not isinstance(value, bytes) else value
+        # A "b" row was written from bytes, and sqlite3 reads a BLOB back as bytes.
+        assert isinstance(value, bytes)
+        return value
     return json.loads(value)
 
 

@@ -219,7 +219,7 @@ class VcdaApi(backup_apis.BackupEmulator):
     def _store_task(
         self, lifecycle: Lifecycle, *, user: str, status_word: str | None
     ) -> dict[str, Any]:
-        record = {
+        record: dict[str, Any] = {
             "id": self.new_uuid("task"),
             "number": self.next_number("task"),
             "user": user,
