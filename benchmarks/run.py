@@ -15,7 +15,8 @@ How it measures, and why:
    allowed concurrency permits (serial ones one after another, parallel ones in rounds of
    ``concurrency``), times the latency, plus process start-up (``converge --version``).
    ``ratio`` is wall time over that bound: 1.0 would be a converge with no CPU cost at all.
-4. Each scenario runs ``--repeat`` times (3) from the same starting point; medians reported.
+4. Each scenario runs ``--repeat`` times (5) from the same starting point; medians reported
+   (five, not three: on a shared VM one slow run in three moves a median by 10-20%).
 5. converge's modules are compiled to bytecode first, as an installed package's are: with
    PYTHONDONTWRITEBYTECODE set, an editable install would otherwise recompile every run.
 6. ``target`` is issue 7's for the scenario (e.g. 2x the network bound plus start-up), and
@@ -72,7 +73,7 @@ class Sizes:
     repeat: int
 
 
-FULL = Sizes(roleapps=10_000, writes=1_000, policies=50, repeat=3)
+FULL = Sizes(roleapps=10_000, writes=1_000, policies=50, repeat=5)
 QUICK = Sizes(roleapps=1_000, writes=100, policies=6, repeat=1)
 
 
@@ -132,6 +133,10 @@ class Run:
     requests: int
     rss_mb: float
     code: int
+    # Times the process slept (a blocking call) and was preempted: on a VM each wake-up
+    # costs tens of microseconds of CPU, which is why a threaded client costs more than
+    # the lean single-threaded one per call.
+    switches: int = 0
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -167,6 +172,7 @@ class Row:
             "target": self.target.text,
             "met": wall <= target and peak <= MEMORY_TARGET_MB,
             "peak_rss_mb": round(peak, 1),
+            "context_switches": int(statistics.median(r.switches for r in self.runs)),
             "exit_codes": sorted({r.code for r in self.runs}),
             "runs_s": [round(r.wall, 3) for r in self.runs],
             "note": self.note,
@@ -458,8 +464,8 @@ def converge_command() -> list[str]:
 
 def run_converge(
     converge: list[str], args: list[str], *, cwd: Path, env: dict[str, str], log: Path
-) -> tuple[float, float, float, int]:
-    """(wall seconds, CPU seconds, peak RSS in MB, exit code) of one converge process."""
+) -> tuple[float, float, float, int, int]:
+    """(wall s, CPU s, peak RSS MB, exit code, context switches) of one converge process."""
     with log.open("wb") as out:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -469,7 +475,8 @@ def run_converge(
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, usage.ru_maxrss / 1024, process.returncode  # ru_maxrss: KiB on Linux
+    switches = usage.ru_nvcsw + usage.ru_nivcsw
+    return wall, cpu, usage.ru_maxrss / 1024, process.returncode, switches  # maxrss: KiB
 
 
 class Bench:
@@ -529,7 +536,7 @@ class Bench:
             before = self.emulator.requests()
             log = workspace / f"run-{len(self.rows)}-{i}.log"
             server_before = self.emulator.cpu_seconds()
-            wall, cpu, rss, code = run_converge(
+            wall, cpu, rss, code, switches = run_converge(
                 self.converge, args, cwd=workspace, env=self.env, log=log
             )
             server_cpu = self.emulator.cpu_seconds() - server_before
@@ -545,6 +552,7 @@ class Bench:
                     requests=requests,
                     rss_mb=rss,
                     code=code,
+                    switches=switches,
                 )
             )
             if floor is not None:
@@ -783,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--repeat", type=int, help="runs per scenario (default 3; quick 1)")
+    parser.add_argument("--repeat", type=int, help="runs per scenario (default 5; quick 1)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL

@@ -40,6 +40,7 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
         assert scenario["peak_rss_mb"] > 0
         if not scenario["scenario"].startswith("validate"):
             assert scenario["requests"] >= scenario["requests_needed"] > 0
+            assert scenario["context_switches"] > 0  # it waited for answers, at least
         # The floor (a minimal client making the same Era calls) is measured for the Era
         # scenarios only, and can never beat start-up.
         if scenario["scenario"].startswith(("plan", "apply")):
