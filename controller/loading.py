@@ -339,6 +339,7 @@ def _event_document(get_event: Any, builder: _Builder) -> tuple[int, Any]:
             if event.anchor is not None or len(stack) >= _FAST_DEPTH:
                 raise _Fallback
             new: Any = {} if kind is yaml.MappingStartEvent else []
+            new_path: KeyPath
             if container is None:
                 root, new_path = new, ()
             elif type(container) is dict:
@@ -404,9 +405,9 @@ def _check_depth(text: str) -> None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise _TooLarge(
-                        event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels"
-                    )
+                    mark = event.start_mark
+                    assert mark is not None  # the parser marks every event it makes
+                    raise _TooLarge(mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
@@ -444,6 +445,7 @@ class _Builder:
                 self.lines[(*path, i)] = item.start_mark.line + 1
                 result.append(self.build(item, (*path, i)))
             return result
+        assert isinstance(node, yaml.ScalarNode)  # a composed node's only other kind
         return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:

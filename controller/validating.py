@@ -54,7 +54,7 @@ SOURCE_APIS = {
     "commvaultDynamoDB": Api.COMMVAULT,
 }
 # Fields that carry secrets: they must be ${VAR} references so no secret is ever committed.
-SECRET_PATHS: dict[Kind, tuple[KeyPath, ...]] = {
+SECRET_PATHS: dict[Kind, tuple[tuple[str, ...], ...]] = {
     Kind.CONNECTION: (
         ("spec", "auth", "password"),
         ("spec", "auth", "clientSecret"),
@@ -217,29 +217,32 @@ def _schema_problems(document: Document, error: jsonschema.ValidationError) -> l
     path: KeyPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     validator = error.validator
+    # The stubs allow jsonschema's "unset" for these; an error from iter_errors has both.
+    value: Any = error.validator_value
+    instance: Any = error.instance
 
     def at(key_path: KeyPath, message: str) -> Problem:
         return Problem(document.file, document.line_of(key_path), dotted(key_path), message)
 
     if validator == "required":
-        present = error.instance if isinstance(error.instance, dict) else {}
-        return [at((*path, key), "required") for key in error.validator_value if key not in present]
+        present = instance if isinstance(instance, dict) else {}
+        return [at((*path, key), "required") for key in value if key not in present]
     if validator == "additionalProperties":
         known = set(schema.get("properties", {}))
-        return [at((*path, key), "unknown key") for key in error.instance if key not in known]
-    if validator == "not" and "attachment_info" in json.dumps(error.validator_value):
-        if not isinstance(error.instance, dict):
+        return [at((*path, key), "unknown key") for key in instance if key not in known]
+    if validator == "not" and "attachment_info" in json.dumps(value):
+        if not isinstance(instance, dict):
             return []  # `required` holds vacuously for a non-mapping; its type error says why
         return [at((*path, "attachment_info"), "owned by the server; remove it")]
     # A mapping's or list's x-message speaks of its content ("needs exactly one of ..."):
     # when the value is not even a mapping or a list, say that instead.
-    structural = validator == "type" and error.validator_value in ("object", "array")
+    structural = validator == "type" and value in ("object", "array")
     message = (not structural and schema.get("x-message")) or _message(error)
     return [at(path, message)]
 
 
 def _message(error: jsonschema.ValidationError) -> str:
-    value = error.validator_value
+    value: Any = error.validator_value  # set, as in _schema_problems
     match error.validator:
         case "type":
             return f"must be {_article(value)}, got {_type_name(error.instance)}"
@@ -302,7 +305,7 @@ _SECRET_STAND_IN = "${UNSET}"
 
 
 def _secrets_stood_in(
-    data: dict[str, Any], document: Document, secret_paths: tuple[KeyPath, ...]
+    data: dict[str, Any], document: Document, secret_paths: tuple[tuple[str, ...], ...]
 ) -> dict[str, Any]:
     """``data`` for the precheck, each unset secret (loaded as "") replaced by a stand-in.
 
@@ -311,7 +314,7 @@ def _secrets_stood_in(
     ``_check_document``), but only after importing and running it (~75 ms). The copy is
     made only along those paths; ``data`` itself is never changed.
     """
-    unset = [path for path in document.unset if path in secret_paths]
+    unset = [path for path in secret_paths if path in document.unset]
     if not unset:
         return data
     copy = dict(data)
@@ -342,8 +345,10 @@ def _declared_connections(documents: Iterable[Document]) -> dict[str, str]:
         data = document.data
         if not isinstance(data, dict) or data.get("kind") != Kind.CONNECTION:
             continue
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+        metadata = data.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        spec = data.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
         if isinstance(metadata.get("name"), str):
             declared.setdefault(metadata["name"], str(spec.get("api", "")))
     return declared

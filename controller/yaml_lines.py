@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Container
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["Unsupported", "read"]
 
@@ -52,6 +52,10 @@ class Builder(Protocol):
     lines: dict[KeyPath, int]
 
     def scalar(self, tag: str | None, value: str, source: Any, path: KeyPath) -> Any: ...
+
+
+# The caller's own builder type, handed back with each document (loading reads its problems).
+_BuilderT = TypeVar("_BuilderT", bound=Builder)
 
 
 class _Source:
@@ -113,14 +117,14 @@ _NOT_PLAIN = frozenset(",[]{}#&*!|>'\"%@`")
 
 
 def read(
-    text: str, new_builder: Callable[[], Builder], may_resolve: Container[str]
-) -> list[tuple[int, int, Any, Builder]]:
+    text: str, new_builder: Callable[[], _BuilderT], may_resolve: Container[str]
+) -> list[tuple[int, int, Any, _BuilderT]]:
     """(index, line, data, builder) of each document of ``text``; data None when empty."""
     if "\r" in text:
         text = _without_crlf(text)
     if _UNSUPPORTED_TEXT.search(text):
         raise Unsupported
-    documents: list[tuple[int, int, Any, Builder]] = []
+    documents: list[tuple[int, int, Any, _BuilderT]] = []
     null = (_RESOLVE, "") if "" in may_resolve else (_TEXT, "")
     resolved: dict[str, Any] = {}
     for index, (shapes, numbers) in enumerate(_documents(text, may_resolve)):
@@ -447,6 +451,7 @@ class _Reader:
         result: dict[str, Any] = {}
         while True:
             _, key, kind, payload = shape
+            assert key is not None  # a shape of this block's indent, not an item: a key line
             if key in result:
                 raise Unsupported  # libyaml's paths word a duplicate
             child = (*path, key)
@@ -466,7 +471,7 @@ class _Reader:
                 value = self.value((kind, payload), line, child, depth)
             if shapes[i][0] > indent:
                 raise Unsupported  # a scalar going on below its line, or a line indented oddly
-            result[key] = value  # type: ignore[index]
+            result[key] = value
             shape = shapes[i]
             if shape[0] != indent or shape[2] == _ITEM:
                 self.keys += len(result)
