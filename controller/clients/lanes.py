@@ -194,7 +194,9 @@ class _Connection:
         host = endpoint.host
         address = host.encode("ascii") if host.isascii() else host
         try:
-            sock = socket.create_connection((address, endpoint.port), self._timeout)
+            # The stubs take the host as text only; create_connection hands it to
+            # getaddrinfo, which takes bytes as well.
+            sock = socket.create_connection((address, endpoint.port), self._timeout)  # type: ignore[arg-type]
         except TimeoutError as exc:
             raise wire.cannot_connect("ConnectTimeout", exc) from exc
         except OSError as exc:  # refused, unreachable, no such host
@@ -301,8 +303,8 @@ class _Connection:
             del buffer[:size]
             return data
         # A big body: received straight into its own buffer, not grown 64 KiB at a time.
-        data = bytearray(size)
-        view = memoryview(data)
+        body = bytearray(size)
+        view = memoryview(body)
         got = len(buffer)
         view[:got] = buffer
         buffer.clear()
@@ -315,7 +317,7 @@ class _Connection:
                     f"(received {got} bytes, expected {size})"  # h11's words
                 )
             got += n
-        return bytes(data)
+        return bytes(body)
 
     def _read_chunked(self, limit: int | None) -> tuple[bytes, bool]:
         parts: list[bytes] = []

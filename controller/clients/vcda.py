@@ -96,7 +96,8 @@ def task_to_backup(task: Mapping[str, Any]) -> LiveBackup:
             id=task_id, state=BackupState.RUNNING, created=started, finished=None, progress=progress
         )
     if state == "SUCCEEDED":
-        result = task.get("result") if isinstance(task.get("result"), dict) else {}
+        result = task.get("result")
+        result = result if isinstance(result, dict) else {}
         return LiveBackup(
             # The backup's own id is what retention and the state record; a result without
             # one still is a success, named by its task.
