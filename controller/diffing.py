@@ -100,7 +100,8 @@ def patch_body(
         if not change.path.startswith("opts."):
             body[change.path] = _copy(desired.fields[change.path])
     if changed_opts:
-        live_opts = live.get("opts") if isinstance(live.get("opts"), Mapping) else {}
+        live_opts = live.get("opts")
+        live_opts = live_opts if isinstance(live_opts, Mapping) else {}
         opts = {k: _copy(v) for k, v in live_opts.items() if k not in SERVER_OWNED_OPTS}
         for key in sorted(changed_opts):
             opts[key] = _copy(desired.fields["opts"][key])

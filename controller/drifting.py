@@ -121,7 +121,8 @@ class DriftReport:
     def summary(self) -> dict[str, int]:
         """Every status's count, zeros included, in ``SUMMARY_KEYS`` order."""
         counts = dict.fromkeys(SUMMARY_KEYS, 0)
-        for item in (*self.resources, *self.backups):
+        items: tuple[ResourceDrift | BackupDrift, ...] = (*self.resources, *self.backups)
+        for item in items:
             counts[item.status.value] += 1
         return counts
 

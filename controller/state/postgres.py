@@ -141,7 +141,7 @@ class PostgresStore(SqlStore):
                 raise self._error(exc) from exc
 
     def _time_out(self, value: Any) -> datetime:
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)
 
     def _json_in(self, value: Mapping[str, int]) -> Any:
         return Jsonb(dict(value))
