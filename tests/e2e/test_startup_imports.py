@@ -30,7 +30,9 @@ def loaded_modules(workspace: Workspace, *args: str) -> tuple[int, set[str]]:
 
 
 @pytest.mark.parametrize("command", ["plan", "apply"])
-def test_plain_http_run_loads_no_tls_zip_email_tz_or_idna(workspace: Workspace, command: str) -> None:
+def test_plain_http_run_loads_no_tls_zip_email_tz_or_idna(
+    workspace: Workspace, command: str
+) -> None:
     workspace.era_connection()
     workspace.roleapp("chat-operator", extra="title: Chat\nroles: [chatagent]")
     args = [command, "manifests"] + (["--auto-approve"] if command == "apply" else [])
