@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from controller import __version__, collector, defaults, durations, redaction
+from controller import __version__, collecting, defaults, durations, redaction
 from controller.errors import ConvergeError, ManifestError
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def run() -> None:
     try:
         main(obj=Context(owns_process=True))
     finally:
-        collector.settle()
+        collecting.settle()
 
 
 # Why: the cyclic GC's default first threshold (700 net allocations) suits long-running
@@ -157,7 +157,7 @@ def run() -> None:
 # cut validate 1.51 -> 1.23 s and plan 3.02 -> 2.60 s, about what gc.disable() saves, with
 # peak memory unchanged. Collections still run, every 50,000 net allocations, so cycles
 # that an apply's threads or retries leave are still freed. gc.freeze() after the imports
-# was tried on top and added nothing measurable. The other rules: ``controller.collector``.
+# was tried on top and added nothing measurable. The other rules: ``controller.collecting``.
 _GC_THRESHOLDS = (50_000, 20, 20)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from controller import collector, yaml_lines
+from controller import collecting, yaml_lines
 from controller.errors import Problem
 
 try:  # libyaml is ~10x faster; the pure-Python loader is the same grammar.
@@ -132,12 +132,12 @@ def load(
 ) -> LoadResult:
     """Load every document under ``paths``. Problems are collected, never raised.
 
-    ``freeze``: for a process that owns its heap (the CLI), see ``controller.collector``.
+    ``freeze``: for a process that owns its heap (the CLI), see ``controller.collecting``.
     """
     env = os.environ if environ is None else environ
     files, problems = discover(paths)
     documents: list[Document] = []
-    with collector.paused(freeze=freeze):
+    with collecting.paused(freeze=freeze):
         for path in files:
             docs, file_problems = load_file(path, environ=env)
             documents.extend(docs)

@@ -21,7 +21,7 @@ from typing import Any
 from controller import (
     applying,
     archives,
-    collector,
+    collecting,
     connecting,
     diffing,
     fetching,
@@ -185,8 +185,8 @@ class Run:
             )
 
     def building(self) -> AbstractContextManager[None]:
-        """A burst that builds what the run keeps: see ``controller.collector``."""
-        return collector.paused(freeze=self.options.freeze_loaded)
+        """A burst that builds what the run keeps: see ``controller.collecting``."""
+        return collecting.paused(freeze=self.options.freeze_loaded)
 
     def plan(self, live: LiveState | None = None) -> Plan:
         """Read live state and plan; scoped by --selector and --target."""

@@ -1,4 +1,4 @@
-"""The CLI's garbage-collector policy (``controller.collector``): in force for one command.
+"""The CLI's garbage-collector policy (``controller.collecting``): in force for one command.
 
 A converge run raises the GC's thresholds (see ``cli._GC_THRESHOLDS``) and pauses the
 collector while it builds what it keeps. In-process callers such as ``CliRunner`` run many
@@ -18,7 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from controller import cli, collector, loading
+from controller import cli, collecting, loading
 
 
 @pytest.fixture
@@ -71,32 +71,85 @@ def test_in_process_commands_leave_the_collector_unfrozen(tmp_path: Path) -> Non
     assert gc.get_freeze_count() == frozen
 
 
-def validate_in_a_process(tmp_path: Path, probe: str) -> str:
-    """The last line ``probe`` printed around ``converge validate`` in a process of its own."""
-    (tmp_path / "estate.yaml").write_text(VALID, encoding="utf-8")
+ESTATE = (
+    VALID
+    + """\
+---
+apiVersion: converge/v1
+kind: RoleApp
+metadata: {name: chat}
+spec: {folder: chat, title: Chat, roles: [chatagent]}
+"""
+)
+
+
+def converge_in_a_process(tmp_path: Path, probe: str, *args: str) -> str:
+    """What ``probe`` printed last (``probe: ...``) around ``converge ARGS`` in a process.
+
+    The probe runs first: it wraps what the test watches, and prints from the wrapper, so
+    what it sees is what the command did, not what ``collecting.settle`` does at the end.
+    """
+    (tmp_path / "estate.yaml").write_text(ESTATE, encoding="utf-8")
     script = (
-        "import atexit, gc, sys\n"
-        "from controller import cli\n"
+        "import gc, sys\n"
+        "from controller import cli, loading, orchestrating\n"
         f"{probe}\n"
-        "sys.argv = ['converge', 'validate', sys.argv[1]]\n"
+        "sys.argv = ['converge', *sys.argv[1:]]\n"
         "cli.run()\n"
     )
+    state = [] if args[0] == "validate" else ["--state", f"sqlite:///{tmp_path / 'state.db'}"]
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", script, *args, str(tmp_path), *state],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()[-1]
+    said = [line for line in done.stdout.splitlines() if line.startswith("probe: ")]
+    assert said, done.stdout
+    return said[-1].removeprefix("probe: ")
+
+
+# Prints the freeze count before and after the wrapped call: "probe: before after".
+WATCH = """\
+def watch(owner, name):
+    wrapped = getattr(owner, name)
+    def watched(*args, **kwargs):
+        before = gc.get_freeze_count()
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            print("probe:", before, gc.get_freeze_count(), flush=True)
+    setattr(owner, name, watched)
+"""
 
 
 def test_the_converge_process_freezes_what_it_loaded(tmp_path: Path) -> None:
-    frozen = validate_in_a_process(
-        tmp_path, "atexit.register(lambda: print(gc.get_freeze_count()))"
-    )
-    assert int(frozen) > 0
+    probe = WATCH + "watch(loading, 'load')"
+    before, after = map(int, converge_in_a_process(tmp_path, probe, "validate").split())
+    assert after > before
+
+
+def test_the_converge_process_freezes_what_it_read_and_planned(tmp_path: Path) -> None:
+    # Run.fetch freezes on its own; what the plan built is frozen by Run.plan's pause.
+    probe = WATCH + "watch(orchestrating.Run, 'plan')"
+    before, after = map(int, converge_in_a_process(tmp_path, probe, "plan").split())
+    assert after > before
+
+
+@pytest.mark.parametrize("command", ["plan", "drift"])
+def test_in_process_plan_and_drift_leave_the_collector_unfrozen(
+    tmp_path: Path, command: str, default_thresholds: tuple[int, ...]
+) -> None:
+    (tmp_path / "estate.yaml").write_text(ESTATE, encoding="utf-8")
+    frozen = gc.get_freeze_count()
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    result = CliRunner().invoke(cli.main, [command, str(tmp_path), "--state", state])
+    assert result.exit_code in (0, 2), result.output  # drift: 2, the roleapp is missing
+    assert gc.get_freeze_count() == frozen
+    assert gc.isenabled()
+    assert gc.get_threshold() == default_thresholds
 
 
 @pytest.mark.parametrize("freeze", [False, True])
@@ -126,7 +179,7 @@ def test_a_pause_holds_off_collections_then_gives_them_back(
 ) -> None:
     before = gc.get_freeze_count()
     try:
-        with collector.paused(freeze=freeze):
+        with collecting.paused(freeze=freeze):
             assert not gc.isenabled()
             kept = [[i] for i in range(1_000)]  # what a burst builds and keeps
         assert gc.isenabled()
@@ -136,14 +189,14 @@ def test_a_pause_holds_off_collections_then_gives_them_back(
 
 
 def test_a_pause_gives_the_collector_back_when_the_burst_fails(collector_enabled: None) -> None:
-    with pytest.raises(RuntimeError), collector.paused(freeze=False):
+    with pytest.raises(RuntimeError), collecting.paused(freeze=False):
         raise RuntimeError("a listing failed half way")
     assert gc.isenabled()
 
 
 def test_a_pause_inside_a_pause_leaves_the_outer_one_in_charge(collector_enabled: None) -> None:
-    with collector.paused(freeze=False):
-        with collector.paused(freeze=False):
+    with collecting.paused(freeze=False):
+        with collecting.paused(freeze=False):
             pass
         assert not gc.isenabled()  # the outer burst is still under way
     assert gc.isenabled()
@@ -151,9 +204,8 @@ def test_a_pause_inside_a_pause_leaves_the_outer_one_in_charge(collector_enabled
 
 def test_the_converge_process_exits_with_all_frozen(tmp_path: Path) -> None:
     # The interpreter collects once on its way out: with everything frozen it walks nothing.
-    last = validate_in_a_process(
-        tmp_path, "atexit.register(lambda: print(gc.get_count()[0], gc.get_threshold()[0]))"
-    )
+    probe = "import atexit\natexit.register(lambda: print('probe:', gc.get_count()[0], gc.get_threshold()[0]))"
+    last = converge_in_a_process(tmp_path, probe, "validate")
     young, threshold = map(int, last.split())
     assert threshold == cli._GC_THRESHOLDS[0]
     assert young < 100, young  # settle() froze the young generation too
