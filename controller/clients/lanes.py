@@ -189,10 +189,15 @@ class _Connection:
         endpoint = self._endpoint
         if endpoint.problem is not None:
             raise wire.unusable("UnsupportedProtocol", endpoint.problem)
-        # An ASCII host goes as bytes: given text, getaddrinfo encodes it with the "idna"
-        # codec, whose import (stringprep, unicodedata) is ~2.5 ms of every run's start.
+        # The host goes as bytes, to getaddrinfo and to TLS: given text, each encodes it
+        # with the "idna" codec, whose import (stringprep, unicodedata) is ~2.5 ms of a
+        # run's start; an ASCII host needs none of it. A host the codec refuses (an empty
+        # label, a non-ASCII one too long) is a URL that can never work.
         host = endpoint.host
-        address = host.encode("ascii") if host.isascii() else host
+        try:
+            address = host.encode("ascii") if host.isascii() else host.encode("idna")
+        except UnicodeError as exc:
+            raise wire.unusable("InvalidURL", f"{host!r} is not a valid host name") from exc
         try:
             # The stubs take the host as text only; create_connection hands it to
             # getaddrinfo, which takes bytes as well.
@@ -204,7 +209,7 @@ class _Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is not None:
-                sock = self._context.wrap_socket(sock, server_hostname=endpoint.host)
+                sock = self._context.wrap_socket(sock, server_hostname=address)
         except TimeoutError as exc:
             sock.close()
             raise wire.cannot_connect("ConnectTimeout", exc) from exc

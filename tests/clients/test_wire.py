@@ -353,6 +353,14 @@ def test_a_base_url_that_cannot_work_is_permanent():
         session.request("GET", "/x")
 
 
+def test_a_host_name_idna_refuses_is_permanent_and_never_leaves_the_machine():
+    # An empty label: the idna codec refuses it before any lookup (a traceback, once).
+    session = session_for("http://пример..рф/x")
+    with session, pytest.raises(errors.PermanentApiError, match="not a valid host name"):
+        session.request("GET", "/x")
+    assert session.stats.as_dict()["retries"] == 0
+
+
 def test_no_secret_reaches_a_failure_message(serve, caplog):
     # Secrets the session does not know: only the wire's own care keeps them out.
     token, password = "Bearer tok-5f2e9a", "pw-8c1d7b"

@@ -3,9 +3,10 @@
 ``ssl`` (~15 ms), ``email.utils`` (~13 ms), ``zipfile`` (~5 ms), ``zoneinfo`` (~3 ms) and
 the ``idna`` codec (~2.5 ms) are imported where they are needed (an https connection, an
 HTTP-date Retry-After, a directory or .zip archive, a policy's schedule or timezone, a
-host name that is not ASCII), because issue 7's apply target counts every millisecond before the first call.
-One top-level import would undo that without failing anything else, so this runs converge
-as a user would, with ``-X importtime``, and reads the modules it loaded.
+host name that is not ASCII: an ASCII one goes to the resolver and to TLS as bytes),
+because issue 7's apply target counts every millisecond before the first call. One
+top-level import would undo that without failing anything else, so this runs converge as
+a user would, with ``-X importtime``, and reads the modules it loaded.
 """
 
 from __future__ import annotations
