@@ -172,11 +172,9 @@ def _check_document(
             )
     # The precheck proves most documents valid at a fraction of jsonschema's cost; the rest
     # go through jsonschema, which finds and words their errors.
-    schema_errors = (
-        ()
-        if _precheck(kind)(_secrets_stood_in(data, document, secret_paths))
-        else _validator(kind).iter_errors(data)
-    )
+    # Both judge the same data: an unset secret stood in for (see _secrets_stood_in).
+    checked = _secrets_stood_in(data, document, secret_paths=secret_paths)
+    schema_errors = () if _precheck(kind)(checked) else _validator(kind).iter_errors(checked)
     for error in schema_errors:
         if _bare_zero_duration(error):
             continue
@@ -305,13 +303,14 @@ _SECRET_STAND_IN = "${UNSET}"
 
 
 def _secrets_stood_in(
-    data: dict[str, Any], document: Document, secret_paths: tuple[tuple[str, ...], ...]
+    data: dict[str, Any], document: Document, *, secret_paths: tuple[tuple[str, ...], ...]
 ) -> dict[str, Any]:
-    """``data`` for the precheck, each unset secret (loaded as "") replaced by a stand-in.
+    """``data`` for the schema checks, each unset secret (loaded as "") stood in for.
 
     Why: `validate` in a pull request usually runs without the secrets, and "" fails a
-    secret's ``minLength``. jsonschema's errors at those paths are dropped anyway (see
-    ``_check_document``), but only after importing and running it (~75 ms). The copy is
+    secret's ``minLength``: the precheck would send every Connection to jsonschema (~75 ms
+    to import) for errors that say nothing of the file. Both checks see the stand-in, so a
+    schema rule that looked at a secret's value would judge it alike in either. The copy is
     made only along those paths; ``data`` itself is never changed.
     """
     unset = [path for path in secret_paths if path in document.unset]
