@@ -479,6 +479,24 @@ def run_converge(
     return wall, cpu, usage.ru_maxrss / 1024, process.returncode, switches  # maxrss: KiB
 
 
+def calibrate() -> float:
+    """Milliseconds a fixed pure-Python loop takes here now (the best of 5).
+
+    Why: on a shared VM the same run varies by a third from one hour to the next, with
+    nothing in converge changed. Measured at the start and the end of a run, this says how
+    busy the machine was, so two tables can be compared (or not).
+    """
+
+    def once() -> float:
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        return time.perf_counter() - started
+
+    return min(once() for _ in range(5)) * 1000
+
+
 class Bench:
     def __init__(self, sizes: Sizes, *, work: Path, latency: float) -> None:
         self.sizes = sizes
@@ -503,6 +521,7 @@ class Bench:
             self.env[f"{api}_URL"] = self.emulator.url + base
         self.startup = 0.0
         self.rows: list[Row] = []
+        self.calibration: list[float] = []  # calibrate() at the start and at the end
 
     def close(self) -> None:
         self.emulator.close()
@@ -565,6 +584,11 @@ class Bench:
     # -- the scenarios --------------------------------------------------------------------
 
     def run_all(self) -> None:
+        self.calibration.append(calibrate())
+        self.run_scenarios()
+        self.calibration.append(calibrate())
+
+    def run_scenarios(self) -> None:
         s = self.sizes
         self.measure_startup()
         emu = self.emulator
@@ -690,6 +714,7 @@ class Bench:
             "latency_s": self.latency,
             "page_cap": PAGE_CAP,
             "startup_s": round(self.startup, 3),
+            "calibration_ms": [round(ms, 1) for ms in self.calibration],
             "repeat": self.sizes.repeat,
             "scenarios": [
                 row.summary(latency=self.latency, startup=self.startup) for row in self.rows
@@ -770,7 +795,11 @@ def table(report: dict[str, Any]) -> str:
         "machine; floor = the same Era calls from a minimal client (benchmarks/lean_client.py) "
         "+ start-up: what this machine and server allow any client."
     )
-    out.append(f"{m['nproc']} x {m['cpu']}, Python {m['python']}.")
+    busy = " and ".join(f"{ms:.0f}" for ms in report["calibration_ms"])
+    out.append(
+        f"{m['nproc']} x {m['cpu']}, Python {m['python']}; a fixed 2,000,000-step Python loop "
+        f"took {busy} ms at the start and the end (the busier the machine, the longer)."
+    )
     out += [f"* {s['note']}" for s in report["scenarios"] if s["note"]]
     return "\n".join(out)
 

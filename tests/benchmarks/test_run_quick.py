@@ -31,6 +31,7 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
     assert "| scenario" in done.stdout
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["format"] == "converge.bench/v1"
+    assert len(report["calibration_ms"]) == 2 and min(report["calibration_ms"]) > 0
     names = [s["scenario"] for s in report["scenarios"]]
     assert len(names) == 6
     assert any(n.startswith("validate") for n in names)
