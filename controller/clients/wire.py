@@ -148,13 +148,27 @@ def encode_body(json: Any, content: bytes | None) -> tuple[bytes, str | None]:
     return text.encode("utf-8"), "application/json"
 
 
+def _ascii_host(host: str) -> str:
+    """An internationalised host name in its ASCII form (``пример.рф`` → ``xn--e1afmkfd.xn--p1ai``).
+
+    As httpx sends it: the Host header is written in Latin-1 and the resolver and TLS take
+    ASCII. A name the idna codec refuses stays as it is; connecting words the refusal.
+    """
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
 class Endpoint:
     """A base URL, parsed once: where to connect, and how to build each request to it."""
 
     def __init__(self, base_url: str, *, headers: Mapping[str, str] | None = None) -> None:
         parts = urlsplit(base_url)
         self.scheme = parts.scheme.lower()
-        self.host = parts.hostname or ""
+        self.host = _ascii_host(parts.hostname or "")
         self.problem: str | None = None  # why no request can be sent; told at the first
         try:
             port = parts.port

@@ -438,7 +438,10 @@ def test_tls_verifies_with_the_ca_file_and_refuses_an_unknown_certificate(serve,
 # -- requests as httpx built them ------------------------------------------------------
 
 
-@pytest.mark.parametrize("base", ["http://h:81/base path/x", "https://h/era/", "http://[::1]:8080"])
+@pytest.mark.parametrize(
+    "base",
+    ["http://h:81/base path/x", "https://h/era/", "http://[::1]:8080", "https://пример.рф/era"],
+)
 @pytest.mark.parametrize(
     "method, path, params, json, content, headers",
     [
