@@ -13,7 +13,8 @@ How it measures, and why:
    HTTP requests are the emulator's ``stats`` count before and after.
 3. The lower bound of a scenario is the round trips it truly needs, laid out as the
    allowed concurrency permits (serial ones one after another, parallel ones in rounds of
-   ``concurrency``), times the latency, plus process start-up (``converge --version``).
+   ``concurrency``), times the latency, plus process start-up (``converge --version``,
+   timed beside each run of the scenario).
    ``ratio`` is wall time over that bound: 1.0 would be a converge with no CPU cost at all.
 4. Each scenario runs ``--repeat`` times (5) from the same starting point; medians reported
    (five, not three: on a shared VM one slow run in three moves a median by 10-20%).
@@ -147,9 +148,14 @@ class Row:
     runs: list[Run]
     target: Target
     floors: list[float] = dataclasses.field(default_factory=list)  # lean client, wall s
+    # `converge --version` timed beside each run: the start-up this row's bound, target and
+    # floor count, as busy as the machine was for the row (it drifts over a run).
+    startups: list[float] = dataclasses.field(default_factory=list)
     note: str = ""
 
     def summary(self, *, latency: float, startup: float) -> dict[str, Any]:
+        if self.startups:
+            startup = statistics.median(self.startups)
         wall = statistics.median(r.wall for r in self.runs)
         network = self.bound.seconds(latency)
         bound = network + startup
@@ -161,6 +167,7 @@ class Row:
             "objects": self.objects,
             "requests": int(statistics.median(r.requests for r in self.runs)),
             "requests_needed": self.bound.requests,
+            "startup_s": round(startup, 3),
             "wall_s": round(wall, 3),
             "cpu_s": round(statistics.median(r.cpu for r in self.runs), 3),
             "server_cpu_s": round(statistics.median(r.server_cpu for r in self.runs), 3),
@@ -527,13 +534,13 @@ class Bench:
         self.emulator.close()
 
     def measure_startup(self) -> None:
-        walls = [
-            run_converge(
-                self.converge, ["--version"], cwd=self.work, env=self.env, log=self.work / "v.log"
-            )[0]
-            for _ in range(max(3, self.sizes.repeat))
-        ]
-        self.startup = statistics.median(walls)
+        self.startup = statistics.median(
+            self.version_wall() for _ in range(max(3, self.sizes.repeat))
+        )
+
+    def version_wall(self) -> float:
+        log = self.work / "v.log"
+        return run_converge(self.converge, ["--version"], cwd=self.work, env=self.env, log=log)[0]
 
     def scenario(
         self,
@@ -551,6 +558,7 @@ class Bench:
     ) -> Row:
         row = Row(scenario=name, objects=objects, bound=bound, runs=[], target=target, note=note)
         for i in range(self.sizes.repeat):
+            row.startups.append(self.version_wall())
             prepare()
             before = self.emulator.requests()
             log = workspace / f"run-{len(self.rows)}-{i}.log"
