@@ -19,12 +19,13 @@ from controller.manifests import Lifecycle, RoleApp, SourceLocation
 def fleet(count: int) -> list[tuple[RoleApp, dict[str, Any]]]:
     pairs = []
     for n in range(count):
-        fields = {
+        opts: dict[str, Any] = {"title": "", "comment": "", "recv_timeout": 30, "visible": True}
+        fields: dict[str, Any] = {
             "folder": f"roleapp{n}",
             "title": f"АРМ оператора {n}",
             "roles": ["chatagent", "supervisor"],
             "svcscriptcode": "chatagent_api",
-            "opts": {"title": "", "comment": "", "recv_timeout": 30, "visible": True},
+            "opts": opts,
         }
         desired = RoleApp(
             name=f"app-{n}",
@@ -38,7 +39,7 @@ def fleet(count: int) -> list[tuple[RoleApp, dict[str, Any]]]:
             **fields,
             "roles": ["supervisor", "chatagent"],
             "opts": {
-                **fields["opts"],
+                **opts,
                 "comment": "edited live",
                 "attachment_info": {"hasha": "md5;9A29", "mtime": "2021-05-11T10:37:26Z"},
             },

@@ -141,9 +141,9 @@ class _Wire:
             if not ready:
                 raise FloorError(f"no answer in {TIMEOUT:g} s")
             for key, _ in ready:
-                sock, buffer = key.fileobj, key.data
-                assert isinstance(sock, socket.socket)
-                chunk = sock.recv(1 << 16)
+                ready_sock, buffer = key.fileobj, key.data
+                assert isinstance(ready_sock, socket.socket)
+                chunk = ready_sock.recv(1 << 16)
                 if not chunk:
                     raise FloorError("the server closed a connection")
                 buffer += chunk
@@ -152,9 +152,9 @@ class _Wire:
                     continue
                 bodies.append(body)
                 if waiting:
-                    sock.sendall(waiting.popleft())
+                    ready_sock.sendall(waiting.popleft())
                 else:
-                    self._selector.unregister(sock)
+                    self._selector.unregister(ready_sock)
         return bodies
 
 
