@@ -16,12 +16,13 @@ Called by orchestrating, with the state lock held. Why the shape:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+
+import msgspec
 
 from controller import archives, durations
 from controller.clients.backups import BackupState, LiveBackup
@@ -43,16 +44,14 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ActionResult:
+class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
     action: Action
     outcome: Outcome
     message: str = ""  # the error for failures; what happened for successes (a backup id)
     seconds: float = 0.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ApplyReport:
+class ApplyReport(msgspec.Struct, frozen=True, kw_only=True):
     results: tuple[ActionResult, ...]
 
     def count(self, outcome: Outcome) -> int:
@@ -70,8 +69,7 @@ class ApplyReport:
         return 5 if self.count(Outcome.SUCCEEDED) else 1
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(msgspec.Struct, frozen=True):
     """What a progress display needs: an action starting (result None) or finishing."""
 
     action: Action
@@ -80,10 +78,12 @@ class Progress:
     total: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ApplySettings:
+class ApplySettings(msgspec.Struct, frozen=True, kw_only=True):
     wait_for_backups: bool = True  # False: --no-wait, trigger and return
     poll_interval: float = POLL_INTERVAL
+
+
+_DEFAULT_SETTINGS = ApplySettings()  # frozen: one serves every Applier given none
 
 
 class _Failed(ConvergeError):
@@ -97,7 +97,7 @@ class Applier:
         clients: Clients,
         store: Store,
         policies: Mapping[Ref, BackupPolicy],
-        settings: ApplySettings = ApplySettings(),
+        settings: ApplySettings = _DEFAULT_SETTINGS,
         on_progress: Callable[[Progress], None] = lambda _p: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,

@@ -8,13 +8,14 @@ renders or stores may read those fields (``controller.redaction`` knows them by 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 
 class Api(enum.StrEnum):
@@ -35,8 +36,15 @@ SECRET_AUTH_KEYS = frozenset({"password", "clientSecret", "token"})
 API_VERSION = "converge/v1"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, order=True)
-class SourceLocation:
+def _repr_without(record: msgspec.Struct, secret: str) -> str:
+    """``repr(record)`` as msgspec writes it, less the field that holds a secret."""
+    shown = ", ".join(
+        f"{name}={getattr(record, name)!r}" for name in record.__struct_fields__ if name != secret
+    )
+    return f"{type(record).__name__}({shown})"
+
+
+class SourceLocation(msgspec.Struct, frozen=True, order=True):
     file: str
     line: int
 
@@ -44,40 +52,39 @@ class SourceLocation:
         return f"{self.file}:{self.line}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Tls:
+class Tls(msgspec.Struct, frozen=True, kw_only=True):
     verify: bool = True
     ca_file: str | None = None  # absolute path, resolved against the manifest's folder
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Connection:
+class Connection(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     api: Api
     url: str  # a base URL, or SANDBOX_URL
     # Secret-bearing: keys as in manifests.md (domain/login/password, clientId/clientSecret,
     # type/user/password, username/password or token). Never rendered, never stored.
-    auth: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    auth: Mapping[str, str] = msgspec.field(default_factory=dict)  # never in repr()
     timeout: float = 30.0
     concurrency: int = 8
     rate_limit: float | None = None
-    tls: Tls = dataclasses.field(default_factory=Tls)
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tls: Tls = msgspec.field(default_factory=Tls)
+    labels: Mapping[str, str] = msgspec.field(default_factory=dict)
     source: SourceLocation
 
     @property
     def is_sandbox(self) -> bool:
         return self.url == SANDBOX_URL
 
+    def __repr__(self) -> str:
+        return _repr_without(self, "auth")
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Lifecycle:
+
+class Lifecycle(msgspec.Struct, frozen=True, kw_only=True):
     prevent_destroy: bool = False
     ignore_fields: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RoleApp:
+class RoleApp(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     connection: str
     # The managed fields exactly as written in the manifest (folder, title, roles,
@@ -85,8 +92,8 @@ class RoleApp:
     fields: Mapping[str, Any]
     id: str | None = None  # spec.id: pins an existing live object
     archive: str | None = None  # absolute path of a .zip file or a directory
-    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lifecycle: Lifecycle = msgspec.field(default_factory=Lifecycle)
+    labels: Mapping[str, str] = msgspec.field(default_factory=dict)
     source: SourceLocation
 
     @property
@@ -117,14 +124,12 @@ _PREFIX = hashlib.sha1(uuid.NAMESPACE_URL.bytes + b"converge:")
 _VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Retention:
+class Retention(msgspec.Struct, frozen=True, kw_only=True):
     keep_last: int | None = None
     max_age: float | None = None  # seconds
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ElementApplicationSource:
+class ElementApplicationSource(msgspec.Struct, frozen=True, kw_only=True):
     application_id: str
     include_users: bool = True
     include_binary_data: bool = True
@@ -132,13 +137,14 @@ class ElementApplicationSource:
     description: str = ""
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class VcdaApplianceSource:
-    password: str = dataclasses.field(repr=False)  # the backup file's password: a secret
+class VcdaApplianceSource(msgspec.Struct, frozen=True, kw_only=True):
+    password: str  # the backup file's password: a secret, never in repr()
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "password")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CommvaultDynamoDBSource:
+class CommvaultDynamoDBSource(msgspec.Struct, frozen=True, kw_only=True):
     client_name: str
     instance_name: str
     subclient_id: int
@@ -150,8 +156,7 @@ class CommvaultDynamoDBSource:
 BackupSource = ElementApplicationSource | VcdaApplianceSource | CommvaultDynamoDBSource
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BackupPolicy:
+class BackupPolicy(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     connection: str
     source: BackupSource
@@ -161,12 +166,11 @@ class BackupPolicy:
     retention: Retention | None = None
     wait: float = 7200.0  # seconds; 0 = do not wait
     suspend: bool = False
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, str] = msgspec.field(default_factory=dict)
     source_location: SourceLocation
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class UnsetSecret:
+class UnsetSecret(msgspec.Struct, frozen=True, kw_only=True):
     """A secret field whose environment variable is not set.
 
     Not a validation error (``validate`` runs in pre-commit and PR jobs without
@@ -185,8 +189,7 @@ class UnsetSecret:
         return f"{where}: {self.key}: environment variable {self.variable} is not set"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Manifests:
+class Manifests(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the given paths declare, validated, in a deterministic order."""
 
     connections: tuple[Connection, ...] = ()

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from controller import (
     applying,
     archives,
@@ -236,7 +238,7 @@ class Run:
                 ids = dict.fromkeys((record.backup_id, live.id))
                 for backup_id in ids:
                     self.store.record_backup(
-                        dataclasses.replace(
+                        msgspec.structs.replace(
                             record,
                             backup_id=backup_id,
                             state=str(live.state),
@@ -270,7 +272,7 @@ class Run:
             return scope.includes(ref, labels.get(ref))
 
         actions = tuple(a for a in plan.actions if keep(a.ref))
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             plan,
             actions=actions,
             fingerprints={k: v for k, v in plan.fingerprints.items() if keep(Ref.parse(k))},

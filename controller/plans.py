@@ -14,11 +14,12 @@ from, for the stale-plan check).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
+
+import msgspec
 
 PLAN_FORMAT = "converge.plan/v1"
 
@@ -33,8 +34,7 @@ class ActionKind(enum.StrEnum):
     EXPIRE = "expire"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, order=True)
-class Ref:
+class Ref(msgspec.Struct, frozen=True, order=True):
     """A declared object's identity in git: ``RoleApp/era-main/chat-operator``."""
 
     kind: str
@@ -50,8 +50,7 @@ class Ref:
         return cls(kind, connection, name)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class FieldChange:
+class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
     """One managed field whose live value differs: ``path`` is dotted (``opts.visible``).
 
     ``sensitive`` changes are shown as ``(sensitive, changed)`` everywhere; their values
@@ -64,14 +63,12 @@ class FieldChange:
     sensitive: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ArchiveUpload:
+class ArchiveUpload(msgspec.Struct, frozen=True, kw_only=True):
     path: str  # absolute path of the .zip file or the directory to zip
     md5: str  # lower-case hex of the bytes to upload, as computed by the caller
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Action:
+class Action(msgspec.Struct, frozen=True, kw_only=True):
     kind: ActionKind
     ref: Ref
     reason: str  # for humans only: applying never branches on it
@@ -94,8 +91,7 @@ class Unmanaged(NamedTuple):
     title: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Managed:
+class Managed(msgspec.Struct, frozen=True, kw_only=True):
     """A declared object and the live id it resolved to.
 
     Applying records these in the inventory (with the manifest's current
@@ -108,8 +104,7 @@ class Managed:
     prevent_destroy: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class GuardViolation:
+class GuardViolation(msgspec.Struct, frozen=True, kw_only=True):
     """A reason the plan must not be applied. Data here; the CLI turns it into exit 4."""
 
     ref: Ref
@@ -117,14 +112,13 @@ class GuardViolation:
     message: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
     created: datetime
     actions: tuple[Action, ...] = ()
     unchanged: int = 0  # declared objects with nothing to do
     # str(ref) → fingerprint of every live object an action touches; None means "must
     # still not exist" (a create): apply --plan refuses the whole plan if any differs.
-    fingerprints: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    fingerprints: Mapping[str, str | None] = msgspec.field(default_factory=dict)
     managed: tuple[Managed, ...] = ()
     # Inventory entries to drop without any API call: their manifest is gone and so is
     # the live object, or another manifest now pins their id (a rename with spec.id).

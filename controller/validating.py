@@ -10,13 +10,14 @@ fixes them all in one go; nothing is raised until the end.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import operator
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from controller import durations, loading, policies, prechecks
 from controller.errors import ManifestError, Problem
@@ -118,7 +119,7 @@ def validate(
     manifests = _build(by_kind, problems, declared=declared, documents=len(result.documents))
     if problems:
         raise ManifestError(sorted(set(problems)))
-    return dataclasses.replace(manifests, unset_secrets=tuple(unset_secrets))
+    return msgspec.structs.replace(manifests, unset_secrets=tuple(unset_secrets))
 
 
 def _check_document(

@@ -13,13 +13,14 @@ interface is timezone-aware; stores hand back UTC.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Protocol
+
+import msgspec
 
 from controller import errors
 
@@ -47,8 +48,7 @@ LOCK_POLL_SECONDS = 0.1
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class InventoryEntry:
+class InventoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     """An object converge created or adopted: the only kind pruning may delete."""
 
     kind: str
@@ -59,8 +59,7 @@ class InventoryEntry:
     applied_at: datetime
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BackupRecord:
+class BackupRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A backup converge triggered for a policy; retention expires only these."""
 
     policy: str
@@ -73,8 +72,7 @@ class BackupRecord:
     message: str = ""
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class DriftRecord:
+class DriftRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One drifting object; ``closed_at`` is set once it stopped drifting."""
 
     key: str  # "RoleApp/era-main/chat-operator" or "BackupPolicy/element-main/crm"
@@ -84,8 +82,7 @@ class DriftRecord:
     closed_at: datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RunRecord:
+class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One plan/apply/drift run; ``outcome`` and ``finished_at`` stay None while it runs."""
 
     id: str
@@ -93,7 +90,7 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None = None
     outcome: str | None = None
-    summary: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    summary: Mapping[str, int] = msgspec.field(default_factory=dict)
 
 
 class Store(Protocol):

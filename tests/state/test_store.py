@@ -5,7 +5,6 @@ The ``backend``/``store`` fixtures in ``conftest.py`` run each test once per bac
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import select
 import signal
@@ -16,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 from controller import errors, redaction
@@ -110,8 +110,8 @@ def test_no_record_has_a_field_for_a_secret() -> None:
         records.DriftRecord,
         records.RunRecord,
     ):
-        for field in dataclasses.fields(record):
-            assert not redaction.is_secret_key(field.name), (record.__name__, field.name)
+        for name in record.__struct_fields__:
+            assert not redaction.is_secret_key(name), (record.__name__, name)
 
 
 # -- the lock -------------------------------------------------------------------------------
@@ -235,10 +235,10 @@ def test_backups_upsert_by_policy_connection_and_id(store: Store) -> None:
     )  # fmt: skip
     store.record_backup(running)
     store.record_backup(
-        dataclasses.replace(running, backup_id="b0", started_at=T0 - timedelta(days=1))
+        msgspec.structs.replace(running, backup_id="b0", started_at=T0 - timedelta(days=1))
     )
-    store.record_backup(dataclasses.replace(running, policy="other"))
-    done = dataclasses.replace(
+    store.record_backup(msgspec.structs.replace(running, policy="other"))
+    done = msgspec.structs.replace(
         running, state="failed", finished_at=T0 + timedelta(minutes=3), message="disk full"
     )
     store.record_backup(done)
