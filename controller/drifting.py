@@ -25,11 +25,12 @@ Decisions (cli.md leaves them to us):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from controller import planning, policies
 from controller.errors import ConvergeError
@@ -61,8 +62,7 @@ FAILING_RESOURCES = frozenset(
 NON_COMPLIANT = frozenset({PolicyState.OVERDUE, PolicyState.FAILING, PolicyState.NEVER})
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ResourceDrift:
+class ResourceDrift(msgspec.Struct, frozen=True, kw_only=True):
     """One roleapp's standing. ``changes`` reuse FieldChange: ``before`` is live, ``after`` desired."""
 
     kind: str
@@ -86,8 +86,7 @@ class ResourceDrift:
         return self.status in FAILING_RESOURCES
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BackupDrift:
+class BackupDrift(msgspec.Struct, frozen=True, kw_only=True):
     """One backup policy's state, as ``policies.evaluate`` judged it."""
 
     name: str
@@ -110,8 +109,7 @@ class BackupDrift:
         return self.status in NON_COMPLIANT
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class DriftReport:
+class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
     checked: datetime
     resources: tuple[ResourceDrift, ...] = ()
     backups: tuple[BackupDrift, ...] = ()
@@ -287,13 +285,15 @@ def with_history(report: DriftReport, records: Mapping[str, DriftRecord]) -> Dri
         record = records.get(key) if key is not None else None
         return record.first_seen if record is not None else None
 
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         report,
         resources=tuple(
-            dataclasses.replace(r, since=since(r.key)) if r.failing else r for r in report.resources
+            msgspec.structs.replace(r, since=since(r.key)) if r.failing else r
+            for r in report.resources
         ),
         backups=tuple(
-            dataclasses.replace(b, since=since(b.key)) if b.failing else b for b in report.backups
+            msgspec.structs.replace(b, since=since(b.key)) if b.failing else b
+            for b in report.backups
         ),
     )
 
@@ -304,7 +304,7 @@ def scoped(report: DriftReport, keep: Callable[[Ref], bool]) -> DriftReport:
     Unmanaged objects have no labels and no name to target, so a scoped report leaves them
     out; the whole-estate report lists them all.
     """
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         report,
         resources=tuple(
             r

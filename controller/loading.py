@@ -14,7 +14,6 @@ Three readers, the quickest first, each giving up on what the next one handles:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from controller import collecting, yaml_lines
@@ -47,8 +47,7 @@ _INT = re.compile(r"^[-+]?\d+$")
 _FLOAT = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Document:
+class Document(msgspec.Struct, frozen=True, kw_only=True):
     """One YAML document: its data, and the line of every key path in it."""
 
     file: str  # as shown to users: relative to the working directory when below it
@@ -61,7 +60,7 @@ class Document:
     from_env: frozenset[KeyPath]
     # Key paths that referenced an unset variable with no default, and that variable.
     # Validating decides: an error in most fields, but a secret is only needed when used.
-    unset: Mapping[KeyPath, str] = dataclasses.field(default_factory=dict)
+    unset: Mapping[KeyPath, str] = msgspec.field(default_factory=dict)
     # Key paths whose value loading refused (`!!int abc`, `.nan`) and reported; the text
     # stands in for it, so validating must not report the same value again.
     refused: frozenset[KeyPath] = frozenset()
@@ -76,8 +75,7 @@ class Document:
         return self.line
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LoadResult:
+class LoadResult(msgspec.Struct, frozen=True):
     documents: tuple[Document, ...]
     problems: tuple[Problem, ...]
     files: int
