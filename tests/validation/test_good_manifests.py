@@ -64,6 +64,9 @@ def test_set_secrets_are_used_and_never_printed(workdir: Path) -> None:
     manifests = validating.validate([EXAMPLES], environ=secrets)
     assert manifests.secret_values() == set(secrets.values())
     assert manifests.unset_secrets == ()
+    shown = repr(manifests)  # records hide secrets from repr by hand (manifests._repr_without)
+    for value in secrets.values():
+        assert value not in shown
 
 
 def test_variables_defaults_and_escapes(workdir: Path) -> None:
