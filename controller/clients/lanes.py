@@ -191,13 +191,12 @@ class _Connection:
             raise wire.unusable("UnsupportedProtocol", endpoint.problem)
         # The host goes as bytes, to getaddrinfo and to TLS: given text, each encodes it
         # with the "idna" codec, whose import (stringprep, unicodedata) is ~2.5 ms of a
-        # run's start; an ASCII host needs none of it. A host the codec refuses (an empty
-        # label, a non-ASCII one too long) is a URL that can never work.
+        # run's start. wire.Endpoint already wrote every name IDNA can encode in ASCII; one
+        # left non-ASCII is a name the codec refused (an empty label): it can never work.
         host = endpoint.host
-        try:
-            address = host.encode("ascii") if host.isascii() else host.encode("idna")
-        except UnicodeError as exc:
-            raise wire.unusable("InvalidURL", f"{host!r} is not a valid host name") from exc
+        if not host.isascii():
+            raise wire.unusable("InvalidURL", f"{host!r} is not a valid host name")
+        address = host.encode("ascii")
         try:
             # The stubs take the host as text only; create_connection hands it to
             # getaddrinfo, which takes bytes as well.
