@@ -25,9 +25,9 @@ import logging
 import random as random_module
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from controller import errors, redaction
 from controller.clients import lanes, logins, ratelimit, responses, retrying, stats, wire
@@ -88,6 +88,29 @@ class HttpSettings:
         }
         values.update(overrides)
         return cls(**values)
+
+
+K = TypeVar("K")  # what a caller of ``send_many`` tells its calls apart by
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One call for ``send_many``: its path below the base URL, its JSON body, and the
+    statuses that mean done."""
+
+    method: str
+    path: str
+    json: Any = None
+    ok: Collection[int] = OK_STATUSES
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FirstAttempt:
+    """A call's first attempt, made by ``send_many``: its answer or its wire failure, and
+    the login generation it was sent with (for a renewal that must happen only once)."""
+
+    outcome: HttpResponse | wire.Failure
+    generation: int
 
 
 class Authenticator(Protocol):
@@ -182,8 +205,13 @@ class HttpSession:
         authenticated: bool = True,
         ok: Collection[int] = OK_STATUSES,
         error_message: Callable[[HttpResponse], str] | None = None,
+        first: FirstAttempt | None = None,
     ) -> HttpResponse:
-        """Send one call, with login, retries and error mapping; returns an ``ok`` answer."""
+        """Send one call, with login, retries and error mapping; returns an ``ok`` answer.
+
+        ``first``: what came of this call's first attempt, made by ``send_many``; it counts
+        as this call's first attempt, and the call goes on from it.
+        """
         if self._closed:
             raise RuntimeError(f"{self.connection}: the HTTP session is closed")
         method = method.upper()
@@ -191,11 +219,7 @@ class HttpSession:
         if idempotent is None:
             idempotent = method in retrying.IDEMPOTENT_METHODS
         use_auth = authenticated and self._authenticator is not None
-        target = self._urls.get(path) if params is None else None
-        if target is None:
-            target = self._endpoint.target(path, params)
-            if params is None and len(self._urls) < URL_CACHE_SIZE:
-                self._urls[path] = target
+        target = self._target(path, params)
         body, content_type = wire.encode_body(json, content)  # once, however many attempts
         budget = retrying.RetryBudget(
             max_attempts=self.settings.max_attempts,
@@ -207,10 +231,16 @@ class HttpSession:
         logged_in_again = False
         while True:
             budget.start_attempt()
-            auth, generation = self._logins.headers() if use_auth else ({}, 0)
-            sent_headers = {**auth, **(headers or {})}
             try:
-                response = self._send(method, path, target, body, content_type, sent_headers)
+                if first is not None:
+                    made, generation, first = first.outcome, first.generation, None
+                    if isinstance(made, wire.Failure):
+                        raise made
+                    response = made
+                else:
+                    auth, generation = self._logins.headers() if use_auth else ({}, 0)
+                    sent_headers = {**auth, **(headers or {})}
+                    response = self._send(method, path, target, body, content_type, sent_headers)
             except wire.Failure as failure:
                 if failure.permanent:
                     raise self._error(
@@ -250,6 +280,101 @@ class HttpSession:
                 raise self._status_error(response, error_message, retry_after=retry_after)
             raise self._status_error(response, error_message, idempotent=idempotent)
 
+    @property
+    def can_send_many(self) -> bool:
+        """Whether ``send_many`` sends anything: on the sockets' wire, not an httpx one."""
+        return isinstance(self._wire, lanes.Lanes) and not self._closed
+
+    def send_many(
+        self,
+        calls: Iterable[tuple[K, Call]],
+        on_answer: Callable[[K, HttpResponse], None],
+        on_other: Callable[[K, FirstAttempt], None],
+    ) -> None:
+        """Send each call once, up to ``concurrency`` at a time, all from this thread.
+
+        ``on_answer`` gets each answer whose status is in its call's ``ok``; ``on_other``
+        gets every other call that was sent (an error status, an expired login, a failure
+        of the connection) with what came of it, to be handed to ``request(first=...)``,
+        which carries on from there with its retries, login and errors as if it had made
+        that attempt itself. A call that gets neither was never sent. Calls are taken from
+        ``calls`` one at a time, as a connection becomes free, and none after the first
+        that is not a plain success: a 429 or 503 asks for backoff, which ``request``
+        gives, and a server that fails one call most likely fails the next.
+        """
+        lanes_wire = self._wire
+        if self._closed or not isinstance(lanes_wire, lanes.Lanes):
+            return
+        auth: Mapping[str, str] = {}
+        generation = 0
+        if self._authenticator is not None:
+            try:
+                auth, generation = self._logins.headers()
+            except errors.ConvergeError:
+                return  # request() logs in again, or says why not
+        authenticator = self._authenticator
+        troubled = False  # an outcome that was not a plain success: send no more
+        held = 0
+        while held < self.settings.concurrency and self._slots.acquire(blocking=False):
+            held += 1
+
+        def requests() -> Iterator[tuple[tuple[K, Call], wire.Request]]:
+            for key, call in calls:
+                if troubled:
+                    return
+                target = self._target(call.path, None)
+                body, content_type = wire.encode_body(call.json, None)
+                try:
+                    request = self._endpoint.request(
+                        call.method, target, body=body, content_type=content_type, headers=auth
+                    )
+                except wire.Failure:
+                    continue  # a header that cannot be sent: request() says so
+                if self._bucket is not None:
+                    self._bucket.acquire()
+                self.stats.count_sent(call.method)
+                yield (key, call), request
+
+        def answered(
+            item: tuple[K, Call], outcome: wire.Answer | wire.Failure, seconds: float
+        ) -> None:
+            nonlocal troubled
+            key, call = item
+            ms = seconds * 1000
+            if isinstance(outcome, wire.Failure):
+                log.debug(
+                    "%s %s %s failed after %.0f ms: %s",
+                    *(self.connection, call.method, call.path, ms, outcome.kind),
+                )
+                troubled = True
+                on_other(key, FirstAttempt(outcome, generation))
+                return
+            status, raw_headers, body = outcome
+            log.debug("%s %s %s %d %.0f ms", self.connection, call.method, call.path, status, ms)
+            response = HttpResponse(
+                status=status,
+                headers=Headers(raw_headers),
+                body=body,
+                method=call.method,
+                path=call.path,
+                connection=self.connection,
+                secrets=self._secrets,
+            )
+            if status in call.ok and not (
+                authenticator is not None and authenticator.is_expired(response)
+            ):
+                on_answer(key, response)
+            else:
+                troubled = True
+                on_other(key, FirstAttempt(response, generation))
+
+        try:
+            if held:
+                lanes_wire.send_many(requests(), answered, size=held)
+        finally:
+            for _ in range(held):
+                self._slots.release()
+
     def close(self) -> None:
         """Log out if logged in (a failed logout never fails a run), then close the pool."""
         if self._closed:
@@ -268,6 +393,14 @@ class HttpSession:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _target(self, path: str, params: Mapping[str, Any] | None) -> str:
+        target = self._urls.get(path) if params is None else None
+        if target is None:
+            target = self._endpoint.target(path, params)
+            if params is None and len(self._urls) < URL_CACHE_SIZE:
+                self._urls[path] = target
+        return target
 
     # -- login -----------------------------------------------------------------------
 

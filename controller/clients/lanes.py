@@ -25,7 +25,8 @@ import select
 import socket
 import time
 import zlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from controller.clients import wire
 from controller.clients.wire import MAX_ERROR_BODY, Answer, Request
@@ -43,6 +44,7 @@ MAX_HEADERS = 100
 MAX_INTERIM = 10  # "100 Continue" answers skipped before the real one
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BLANKS = " \t"
+K = TypeVar("K")  # what a caller of ``send_many`` tells its exchanges apart by
 
 
 def _protocol_error(detail: str) -> wire.Failure:
@@ -113,6 +115,33 @@ class Lanes:
         finally:
             self._free.put(lane)
 
+    def send_many(
+        self,
+        items: Iterator[tuple[K, Request]],
+        on_answer: Callable[[K, Answer | wire.Failure, float], None],
+        *,
+        size: int,
+    ) -> None:
+        """Exchange ``items`` on up to ``size`` free lanes at once, from this thread alone.
+
+        ``on_answer`` gets each exchange's answer, or the failure ``send`` would have
+        raised, with the seconds it took (see ``multiplexing``). The caller holds ``size``
+        of the session's slots, so that many lanes are free.
+        """
+        from controller.clients import multiplexing  # only apply's writes need it
+
+        taken: list[_Connection] = []
+        try:
+            while len(taken) < size:
+                taken.append(self._free.get_nowait())
+        except queue.Empty:
+            pass
+        try:
+            multiplexing.exchange_many(taken, items, on_answer, timeout=self._timeout)
+        finally:
+            for lane in taken:
+                self._free.put(lane)
+
     def close(self) -> None:
         for lane in self._lanes:
             lane.close()
@@ -130,23 +159,17 @@ class _Connection:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()  # received and not yet read
         self._idle_since = 0.0
+        self._buffered_only = False  # read what was received, never wait for more
 
     def exchange(self, request: Request) -> Answer:
         if self._sock is not None and not self._reusable():
             self.close()
         sock = self._sock if self._sock is not None else self._connect()
-        head = "".join(
-            [
-                f"{request.method} {request.target} HTTP/1.1\r\n",
-                *[f"{name}: {value}\r\n" for name, value in request.headers],
-                "\r\n",
-            ]
-        ).encode("latin-1")
         keep = False
         try:
             try:
                 # One send: a second small one waits for the first's ACK (Nagle, delayed ACK).
-                sock.sendall(head + request.body if request.body else head)
+                sock.sendall(request_bytes(request))
             except TimeoutError as exc:
                 raise wire.no_answer_in_time("WriteTimeout") from exc
             except OSError as exc:
@@ -170,6 +193,61 @@ class _Connection:
         if sock is not None:
             with contextlib.suppress(OSError):  # a socket the peer already reset
                 sock.close()
+
+    # -- what ``multiplexing`` drives: the same connection, without blocking -------------
+
+    def open_socket(self) -> socket.socket | None:
+        """The open socket, if it can be used (closed if idle too long or closed by the peer)."""
+        if self._sock is not None and not self._reusable():
+            self.close()
+        return self._sock
+
+    @property
+    def current_socket(self) -> socket.socket | None:
+        return self._sock
+
+    @property
+    def has_buffered(self) -> bool:
+        """Bytes received past the last answer read."""
+        return bool(self._buffer)
+
+    @property
+    def endpoint(self) -> wire.Endpoint:
+        return self._endpoint
+
+    @property
+    def context(self) -> ssl.SSLContext | None:
+        return self._context
+
+    def adopt(self, sock: socket.socket) -> None:
+        """A socket the multiplexer opened for this lane (non-blocking, TLS set up)."""
+        self.close()
+        self._sock = sock
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def buffered_answer(self, method: str) -> tuple[int, list[tuple[str, str]], bytes, bool] | None:
+        """The answer at the head of what was received, or None until all of it is here.
+
+        The same reader as ``exchange``'s, told to stop instead of receiving more; what it
+        consumed is put back when the answer is not complete yet.
+        """
+        received = bytes(self._buffer)
+        self._buffered_only = True
+        try:
+            return self._read_answer(method)
+        except _Incomplete:
+            self._buffer[:] = received
+            return None
+        finally:
+            self._buffered_only = False
+
+    def rest(self, timeout: float) -> None:
+        """Back to blocking with ``timeout``, idle from now: as ``exchange`` leaves it."""
+        assert self._sock is not None
+        self._sock.settimeout(timeout)
+        self._idle_since = time.monotonic()
 
     def _reusable(self) -> bool:
         """True unless idle too long or closed by the server (readable at rest: EOF)."""
@@ -260,6 +338,8 @@ class _Connection:
         return status, headers, body, keep and complete
 
     def _recv(self) -> bytes:
+        if self._buffered_only:
+            raise _Incomplete
         assert self._sock is not None
         return self._sock.recv(65536)
 
@@ -306,6 +386,8 @@ class _Connection:
             data = bytes(buffer[:size])
             del buffer[:size]
             return data
+        if self._buffered_only:
+            raise _Incomplete
         # A big body: received straight into its own buffer, not grown 64 KiB at a time.
         body = bytearray(size)
         view = memoryview(body)
@@ -354,6 +436,22 @@ class _Connection:
         data = bytes(buffer if limit is None else buffer[:limit])
         buffer.clear()
         return data
+
+
+class _Incomplete(Exception):
+    """The answer goes on past what was received (``buffered_answer`` only)."""
+
+
+def request_bytes(request: Request) -> bytes:
+    """The request as it goes on the wire: request line, header fields, body."""
+    head = "".join(
+        [
+            f"{request.method} {request.target} HTTP/1.1\r\n",
+            *[f"{name}: {value}\r\n" for name, value in request.headers],
+            "\r\n",
+        ]
+    ).encode("latin-1")
+    return head + request.body if request.body else head
 
 
 def _parse_head(head: bytes) -> tuple[str, int, list[tuple[str, str]]]:
