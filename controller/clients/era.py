@@ -9,8 +9,8 @@ cap, and a create that is safe to repeat because it carries a client-chosen ``id
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from controller import errors
@@ -23,10 +23,13 @@ SESSIONS = "/rest/v1/iam/sessions"
 LOGOUT = "/rest/v1/iam/sessions/current"
 ROLEAPPS = "/rest/v1/domain/roleapps"
 
+DELETED = (200, 204, 404)  # a delete is done when the roleapp is gone, whoever removed it
 # A create whose answer was lost is checked (LOOKUP) and repeated at most this often.
 CREATE_ROUNDS = 3
 # Every loop is bounded: no real listing has 100,000 pages.
 MAX_PAGES = 100_000
+
+K = TypeVar("K")  # what a caller of ``write_many`` tells its writes apart by
 
 
 def error_message(response: http.HttpResponse) -> str:
@@ -195,22 +198,27 @@ class EraClient:
 
     # -- writes ----------------------------------------------------------------------
 
-    def create(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+    def create(
+        self, entity: Mapping[str, Any], *, first: http.FirstAttempt | None = None
+    ) -> dict[str, Any]:
         """Create a roleapp; never makes a duplicate.
 
         The entity carries a client-chosen ``id``, so when an answer is lost (the server
         may have created it) or the id already exists (an earlier lost answer), the id is
         looked up and the existing object returned; the create is repeated only when the
-        lookup says it is not there.
+        lookup says it is not there. ``first``: its first attempt, made by ``write_many``.
         """
         roleapp_id = entity.get("id")
         if not roleapp_id:
             # Without an id a lost answer cannot be told from a failure: send once.
-            return self._object(self.session.request("POST", ROLEAPPS, json=dict(entity)))
+            return self._object(
+                self.session.request("POST", ROLEAPPS, json=dict(entity), first=first)
+            )
         last: errors.ApiError | None = None
         for _ in range(CREATE_ROUNDS):
             try:
-                response = self.session.request("POST", ROLEAPPS, json=dict(entity))
+                attempt, first = first, None  # only the first round's first attempt
+                response = self.session.request("POST", ROLEAPPS, json=dict(entity), first=attempt)
                 return self._object(response)
             except errors.TransientApiError as exc:
                 if not exc.maybe_applied:
@@ -228,16 +236,22 @@ class EraClient:
         assert last is not None
         raise last
 
-    def update(self, roleapp_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    def update(
+        self,
+        roleapp_id: str,
+        changes: Mapping[str, Any],
+        *,
+        first: http.FirstAttempt | None = None,
+    ) -> dict[str, Any]:
         # Era's PATCH sets the given fields to the given values: repeating it is harmless.
         response = self.session.request(
-            "PATCH", _item(roleapp_id), json=dict(changes), idempotent=True
+            "PATCH", _item(roleapp_id), json=dict(changes), idempotent=True, first=first
         )
         return self._object(response)
 
-    def delete(self, roleapp_id: str) -> None:
+    def delete(self, roleapp_id: str, *, first: http.FirstAttempt | None = None) -> None:
         """Delete a roleapp; one that is already gone is fine."""
-        self.session.request("DELETE", _item(roleapp_id), ok=(200, 204, 404))
+        self.session.request("DELETE", _item(roleapp_id), ok=DELETED, first=first)
 
     def upload_archive(self, roleapp_id: str, data: bytes) -> None:
         self.session.request(
@@ -247,6 +261,34 @@ class EraClient:
             headers={"Content-Type": "application/octet-stream"},
             ok=(200, 201, 204),
         )
+
+    # -- many writes at once -----------------------------------------------------------
+
+    @property
+    def can_write_many(self) -> bool:
+        return self.session.can_send_many
+
+    def write_many(
+        self,
+        writes: Iterable[tuple[K, RoleappWrite]],
+        done: Callable[[K], None],
+        left: Callable[[K, http.FirstAttempt], None],
+    ) -> None:
+        """Make each write once, many at a time from this thread; ``done`` gets those done.
+
+        ``left`` gets every write that was sent but not plainly done (see
+        ``HttpSession.send_many``), with its first attempt: the caller finishes it with
+        ``create``, ``update`` or ``delete`` given ``first=``, which carry on from that
+        attempt exactly as if they had made it. A write that gets neither was never sent.
+        """
+
+        def answered(key: K, response: http.HttpResponse) -> None:
+            if response.method == "DELETE" or _is_object(response):
+                done(key)
+            else:  # create and update would raise on it: theirs to say so
+                left(key, http.FirstAttempt(response, 0))
+
+        self.session.send_many(((key, write.call) for key, write in writes), answered, left)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -274,6 +316,37 @@ class EraClient:
                 status=response.status,
             )
         return payload
+
+
+class RoleappWrite:
+    """A create, update or delete for ``write_many``, made by one of its constructors."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: http.Call) -> None:
+        self.call = call
+
+    @classmethod
+    def create(cls, entity: Mapping[str, Any]) -> RoleappWrite:
+        if not entity.get("id"):
+            raise ValueError("only a create with an id is safe to repeat")
+        return cls(http.Call("POST", ROLEAPPS, dict(entity)))
+
+    @classmethod
+    def update(cls, roleapp_id: str, changes: Mapping[str, Any]) -> RoleappWrite:
+        return cls(http.Call("PATCH", _item(roleapp_id), dict(changes)))
+
+    @classmethod
+    def delete(cls, roleapp_id: str) -> RoleappWrite:
+        return cls(http.Call("DELETE", _item(roleapp_id), ok=DELETED))
+
+
+def _is_object(response: http.HttpResponse) -> bool:
+    """What ``create`` and ``update`` take as done: an answer that is a JSON object."""
+    try:
+        return isinstance(response.json(), dict)
+    except errors.ApiError:
+        return False
 
 
 def _item(roleapp_id: str) -> str:

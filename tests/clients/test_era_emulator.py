@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller import errors
-from controller.clients import era, http
+from controller.clients import era, http, wire
 from controller.emulator import era as era_emulator
 from controller.emulator import server as emulator_server
 from controller.emulator import storage
@@ -174,3 +174,49 @@ def test_close_logs_out(emulator, connect):
     assert control(emulator, "stats")["sessions"] == 1
     client.close()
     assert control(emulator, "stats")["sessions"] == 0
+
+
+def write_all(
+    client: era.EraClient, writes: list[era.RoleappWrite]
+) -> tuple[list[int], dict[int, http.FirstAttempt]]:
+    done: list[int] = []
+    left: dict[int, http.FirstAttempt] = {}
+    client.write_many(enumerate(writes), done.append, left.__setitem__)
+    return sorted(done), left
+
+
+def test_many_writes_at_once_create_update_and_delete(emulator, connect):
+    client = connect(concurrency=4)
+    apps = roleapps(30)
+    assert write_all(client, [era.RoleappWrite.create(a) for a in apps]) == (list(range(30)), {})
+    changes = [era.RoleappWrite.update(a["id"], {"title": f"New {n}"}) for n, a in enumerate(apps)]
+    assert write_all(client, changes) == (list(range(30)), {})
+    assert sorted(o["title"] for o in client.list_roleapps()) == sorted(
+        f"New {n}" for n in range(30)
+    )
+    gone = [era.RoleappWrite.delete(a["id"]) for a in apps[:10]] + [
+        era.RoleappWrite.delete(str(uuid.uuid4()))  # already gone is done too
+    ]
+    assert write_all(client, gone) == (list(range(11)), {})
+    assert len(client.list_roleapps()) == 20
+    calls = control(emulator, "stats")["calls"]
+    assert calls["POST /rest/v1/domain/roleapps"] == 30  # each write once
+    assert calls["PATCH /rest/v1/domain/roleapps/{id}"] == 30
+    assert client.session.stats.logins == 1
+
+
+def test_a_write_left_by_write_many_is_finished_from_its_first_attempt(emulator, connect):
+    client = connect(concurrency=1)
+    apps = roleapps(3)
+    # The first create is made, then its answer lost: the others are not sent after it.
+    control(emulator, "drop_after_work", method="POST", path_regex="/roleapps$", times=1)
+    done, left = write_all(client, [era.RoleappWrite.create(a) for a in apps])
+    assert done == [] and list(left) == [0]
+    first = left[0].outcome
+    assert isinstance(first, wire.Failure) and first.sent
+    # Going on from that attempt: the lost create is looked up and found, not repeated.
+    assert client.create(apps[0], first=left[0])["id"] == apps[0]["id"]
+    calls = control(emulator, "stats")["calls"]
+    assert calls["POST /rest/v1/domain/roleapps"] == 1
+    assert calls["LOOKUP /rest/v1/domain/roleapps"] == 1
+    assert [o["id"] for o in client.list_roleapps()] == [apps[0]["id"]]
