@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from controller import applying, archives
+from controller.clients import http, wire
 from controller.errors import StateError
 from controller.manifests import Kind
 from controller.plans import Action, ActionKind, ArchiveUpload, Managed, Plan, Ref
@@ -31,7 +32,10 @@ class _Era:
         self.name = name
         self.clients = clients
 
-    def create(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+    can_write_many = False  # every chain goes to the threads
+
+    def create(self, entity: Mapping[str, Any], *, first: Any = None) -> dict[str, Any]:
+        assert first is None
         with self.clients.lock:
             self.clients.calls += 1
             self.clients.running[self.name] += 1
@@ -246,3 +250,127 @@ def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() ->
         signal.signal(signal.SIGUSR1, previous)
     assert 0 < clients.calls < len(actions)  # it stopped early
     assert len({e.name for e in store.entries}) == clients.calls  # every create recorded
+
+
+# -- lone writes, made at once by one thread per connection --------------------------------
+
+
+class _WritingEra:
+    """An Era client that makes lone writes at once: even ``n`` done, odd ones handed back."""
+
+    can_write_many = True
+
+    def __init__(self, *, pause: float = 0.0, broken: bool = False) -> None:
+        self.pause = pause
+        self.broken = broken
+        self.threads: set[str] = set()
+        self.at_once: list[str] = []  # ids written by write_many, in order
+        self.finished: list[tuple[str, Any]] = []  # (id, first) by create
+        self.lock = threading.Lock()
+
+    def write_many(self, writes: Any, done: Any, left: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        for key, write in writes:
+            body = write.call.json
+            time.sleep(self.pause)
+            self.at_once.append(body["id"])
+            if self.broken and len(self.at_once) == 3:
+                raise RuntimeError("a bug in the writer")
+            if body["n"] % 2:
+                left(key, http.FirstAttempt(wire.cannot_connect("ConnectError", "x"), 0))
+            else:
+                done(key)
+
+    def create(self, entity: Mapping[str, Any], *, first: Any = None) -> dict[str, Any]:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.finished.append((entity["id"], first))
+        return dict(entity)
+
+
+class _WritingClients:
+    def __init__(self, era: _WritingEra) -> None:
+        self._era = era
+
+    def concurrency(self, name: str) -> int:
+        return 4
+
+    def era(self, name: str) -> _WritingEra:
+        return self._era
+
+
+def _lone_create(n: int) -> Action:
+    ref = Ref(Kind.ROLEAPP, "era-a", f"app-{n:03d}")
+    rid = f"id-{n}"
+    return Action(
+        kind=ActionKind.CREATE, ref=ref, reason="new", id=rid, desired={"id": rid, "n": n}
+    )
+
+
+def test_lone_writes_go_at_once_and_what_is_handed_back_is_finished_from_its_attempt():
+    actions = tuple(_lone_create(n) for n in range(10))
+    era, store = _WritingEra(), _Store()
+    report = applying.Applier(
+        clients=_WritingClients(era),  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+    ).apply(_plan(actions))
+    assert [r.action for r in report.results] == list(actions)  # plan order
+    assert report.count(applying.Outcome.SUCCEEDED) == 10
+    assert [r.message for r in report.results] == [f"created id-{n}" for n in range(10)]
+    assert era.at_once == [f"id-{n}" for n in range(10)]
+    # The odd ones were handed back, and made by the threads from that first attempt.
+    assert sorted(rid for rid, _ in era.finished) == [f"id-{n}" for n in range(1, 10, 2)]
+    assert all(isinstance(first, http.FirstAttempt) for _, first in era.finished)
+    assert sorted(e.name for e in store.entries) == sorted(a.ref.name for a in actions)
+    assert era.threads == {"apply writes", "apply chains"}
+
+
+def test_a_writer_that_breaks_leaves_its_writes_to_the_threads_then_says_so():
+    actions = tuple(_lone_create(n) for n in range(8))
+    era, store = _WritingEra(broken=True), _Store()
+    with pytest.raises(RuntimeError, match="a bug in the writer"):
+        applying.Applier(
+            clients=_WritingClients(era),  # type: ignore[arg-type]
+            store=store,  # type: ignore[arg-type]
+            policies={},
+        ).apply(_plan(actions))
+    # One was done at once and one handed back; the threads made all the rest.
+    assert len(era.finished) == 7
+    assert sorted(e.name for e in store.entries) == sorted(a.ref.name for a in actions)
+
+
+def test_an_interrupt_while_writing_at_once_sends_no_more_and_records_what_was_done():
+    actions = tuple(_lone_create(n) for n in range(400))
+    era, store = _WritingEra(pause=0.005), _Store()
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+    sent = threading.Event()
+
+    def progress(progress: applying.Progress) -> None:
+        if progress.result is not None and not sent.is_set():
+            sent.set()
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        with pytest.raises(_Interrupted):
+            applying.Applier(
+                clients=_WritingClients(era),  # type: ignore[arg-type]
+                store=store,  # type: ignore[arg-type]
+                policies={},
+                on_progress=progress,
+            ).apply(_plan(actions))
+        written = len(era.at_once)
+        time.sleep(0.05)  # ten writes' time: none comes, the writer had ended
+        assert len(era.at_once) == written
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert 0 < written < len(actions)  # it stopped early
+    assert era.finished == []  # no threaded phase after an interrupt
+    made = {f"app-{int(rid.split('-')[1]):03d}" for rid in era.at_once}
+    recorded = {e.name for e in store.entries}
+    assert recorded and recorded <= made  # only what was made, and the creates recorded
