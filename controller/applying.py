@@ -222,6 +222,7 @@ class Applier:
             for thread, end in zip(threads, ended, strict=True):
                 if thread.ident is not None:  # started
                     end.wait()
+                    thread.join()  # its last instants, unless the interrupted join ended it
             raise
 
     def _worker(

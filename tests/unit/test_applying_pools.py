@@ -215,15 +215,8 @@ class _Interrupted(BaseException):
     """Stands in for KeyboardInterrupt, which would end the whole pytest session if late."""
 
 
-def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() -> None:
-    # Ctrl-C while the main thread waits: the caller then releases the state lock and
-    # closes the store, so no thread may still be creating objects, and every object that
-    # was created must be recorded.
-    # Concurrency 2, 10 ms each: 2 s of work in all, so that on a loaded machine the signal
-    # still lands long before the last object (with 40 it sometimes came after: 1 in 4 runs
-    # of the whole suite beside other jobs). Only the objects under way are ever run.
-    actions = tuple(_create("era-a", n) for n in range(400))
-    store, clients = _Store(), _Clients()
+def _apply_interrupted(clients: Any, store: _Store, actions: tuple[Action, ...]) -> None:
+    """Apply ``actions``, with Ctrl-C (as SIGUSR1) in the main thread at the first result."""
     main = threading.main_thread().ident
     assert main is not None and threading.get_ident() == main
     sent = threading.Event()
@@ -239,15 +232,24 @@ def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() ->
     previous = signal.signal(signal.SIGUSR1, interrupt)
     try:
         with pytest.raises(_Interrupted):
-            applying.Applier(
-                clients=clients,  # type: ignore[arg-type]
-                store=store,  # type: ignore[arg-type]
-                policies={},
-                on_progress=progress,
-            ).apply(_plan(actions))
-        assert [t.name for t in threading.enumerate() if t.name.startswith("apply ")] == []
+            applying.Applier(clients=clients, store=store, policies={}, on_progress=progress).apply(
+                _plan(actions)
+            )
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_an_interrupt_begins_no_other_object_and_waits_for_the_running_ones() -> None:
+    # Ctrl-C while the main thread waits: the caller then releases the state lock and
+    # closes the store, so no thread may still be creating objects, and every object that
+    # was created must be recorded.
+    # Concurrency 2, 10 ms each: 2 s of work in all, so that on a loaded machine the signal
+    # still lands long before the last object (with 40 it sometimes came after: 1 in 4 runs
+    # of the whole suite beside other jobs). Only the objects under way are ever run.
+    actions = tuple(_create("era-a", n) for n in range(400))
+    store, clients = _Store(), _Clients()
+    _apply_interrupted(clients, store, actions)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("apply ")] == []
     assert 0 < clients.calls < len(actions)  # it stopped early
     assert len({e.name for e in store.entries}) == clients.calls  # every create recorded
 
@@ -343,32 +345,10 @@ def test_a_writer_that_breaks_leaves_its_writes_to_the_threads_then_says_so():
 def test_an_interrupt_while_writing_at_once_sends_no_more_and_records_what_was_done():
     actions = tuple(_lone_create(n) for n in range(400))
     era, store = _WritingEra(pause=0.005), _Store()
-    main = threading.main_thread().ident
-    assert main is not None and threading.get_ident() == main
-    sent = threading.Event()
-
-    def progress(progress: applying.Progress) -> None:
-        if progress.result is not None and not sent.is_set():
-            sent.set()
-            signal.pthread_kill(main, signal.SIGUSR1)
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise _Interrupted
-
-    previous = signal.signal(signal.SIGUSR1, interrupt)
-    try:
-        with pytest.raises(_Interrupted):
-            applying.Applier(
-                clients=_WritingClients(era),  # type: ignore[arg-type]
-                store=store,  # type: ignore[arg-type]
-                policies={},
-                on_progress=progress,
-            ).apply(_plan(actions))
-        written = len(era.at_once)
-        time.sleep(0.05)  # ten writes' time: none comes, the writer had ended
-        assert len(era.at_once) == written
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    _apply_interrupted(_WritingClients(era), store, actions)
+    written = len(era.at_once)
+    time.sleep(0.05)  # ten writes' time: none comes, the writer had ended
+    assert len(era.at_once) == written
     assert 0 < written < len(actions)  # it stopped early
     assert era.finished == []  # no threaded phase after an interrupt
     made = {f"app-{int(rid.split('-')[1]):03d}" for rid in era.at_once}
