@@ -408,6 +408,14 @@ def _check_depth(text: str) -> None:
                     raise _TooLarge(mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        # The libyaml in newer PyYAML wheels (6.0.4's) stops at 1,000 levels, and its
+        # scanner reads a run of "[" ahead of the events: told in our words, as any
+        # nesting past MAX_DEPTH is, whichever libyaml a machine has.
+        if exc.problem == "exceeded maximum nesting depth" and exc.problem_mark is not None:
+            raise _TooLarge(
+                exc.problem_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels"
+            ) from None
     except yaml.YAMLError:
         return
 
