@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from controller import errors
 from controller.clients import http
+from controller.clients.wire import K
 
 if TYPE_CHECKING:
     from controller.manifests import Connection
@@ -28,8 +29,6 @@ DELETED = (200, 204, 404)  # a delete is done when the roleapp is gone, whoever 
 CREATE_ROUNDS = 3
 # Every loop is bounded: no real listing has 100,000 pages.
 MAX_PAGES = 100_000
-
-K = TypeVar("K")  # what a caller of ``write_many`` tells its writes apart by
 
 
 def error_message(response: http.HttpResponse) -> str:
@@ -279,7 +278,8 @@ class EraClient:
         ``left`` gets every write that was sent but not plainly done (see
         ``HttpSession.send_many``), with its first attempt: the caller finishes it with
         ``create``, ``update`` or ``delete`` given ``first=``, which carry on from that
-        attempt exactly as if they had made it. A write that gets neither was never sent.
+        attempt exactly as if they had made it. A write that gets neither was never sent,
+        unless this raises (a callback did, or Ctrl-C): those under way are then unknown.
         """
 
         def answered(key: K, response: http.HttpResponse) -> None:

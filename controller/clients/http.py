@@ -27,10 +27,11 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller import errors, redaction
 from controller.clients import lanes, logins, ratelimit, responses, retrying, stats, wire
+from controller.clients.wire import K
 
 if TYPE_CHECKING:
     import httpx
@@ -88,9 +89,6 @@ class HttpSettings:
         }
         values.update(overrides)
         return cls(**values)
-
-
-K = TypeVar("K")  # what a caller of ``send_many`` tells its calls apart by
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,8 +280,13 @@ class HttpSession:
 
     @property
     def can_send_many(self) -> bool:
-        """Whether ``send_many`` sends anything: on the sockets' wire, not an httpx one."""
-        return isinstance(self._wire, lanes.Lanes) and not self._closed
+        """Whether ``send_many`` sends anything: on the sockets' wire, with no rate limit.
+
+        Why not under a rate limit: its pauses would hold up every exchange under way in
+        the one thread (and run down their deadlines), and the rate, not the client's CPU,
+        sets the pace anyway, so each call goes from a thread of its own as before.
+        """
+        return isinstance(self._wire, lanes.Lanes) and self._bucket is None and not self._closed
 
     def send_many(
         self,
@@ -297,13 +300,15 @@ class HttpSession:
         gets every other call that was sent (an error status, an expired login, a failure
         of the connection) with what came of it, to be handed to ``request(first=...)``,
         which carries on from there with its retries, login and errors as if it had made
-        that attempt itself. A call that gets neither was never sent. Calls are taken from
-        ``calls`` one at a time, as a connection becomes free, and none after the first
-        that is not a plain success: a 429 or 503 asks for backoff, which ``request``
-        gives, and a server that fails one call most likely fails the next.
+        that attempt itself. A call that gets neither was never sent, unless this raises
+        (a callback did, or Ctrl-C): the calls under way then are lost to us, as an
+        interrupted ``request`` is. Calls are taken from ``calls`` one at a time, as a
+        connection becomes free, and none after the first that is not a plain success: a
+        429 or 503 asks for backoff, which ``request`` gives, and a server that fails one
+        call most likely fails the next. Sends nothing unless ``can_send_many``.
         """
         lanes_wire = self._wire
-        if self._closed or not isinstance(lanes_wire, lanes.Lanes):
+        if not self.can_send_many or not isinstance(lanes_wire, lanes.Lanes):
             return
         auth: Mapping[str, str] = {}
         generation = 0
@@ -319,9 +324,11 @@ class HttpSession:
             held += 1
 
         def requests() -> Iterator[tuple[tuple[K, Call], wire.Request]]:
-            for key, call in calls:
-                if troubled:
-                    return
+            pending = iter(calls)
+            # ``troubled`` is asked before the next call is taken: taking one may start it
+            # (apply reports it as begun).
+            while not troubled and (item := next(pending, None)) is not None:
+                key, call = item
                 target = self._target(call.path, None)
                 body, content_type = wire.encode_body(call.json, None)
                 try:
@@ -330,8 +337,6 @@ class HttpSession:
                     )
                 except wire.Failure:
                     continue  # a header that cannot be sent: request() says so
-                if self._bucket is not None:
-                    self._bucket.acquire()
                 self.stats.count_sent(call.method)
                 yield (key, call), request
 

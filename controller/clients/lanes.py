@@ -8,7 +8,8 @@ connection pool's bookkeeping and h11's event machine; ``http.client`` still cos
 call through ``HttpSession`` ~0.3 ms (a loop of GETs of one roleapp from the emulator,
 medians of runs alternated with the httpx version).
 
-Used by ``controller.clients.http`` only. What it keeps of the httpx transport it
+Used by ``controller.clients.http``, one exchange per thread (``Lanes.send``) or many from
+one thread (``Lanes.send_many``, through ``multiplexing``). What it keeps of the httpx transport it
 replaces: keep-alive reuse; an idle connection the server closed, or idle past
 ``KEEPALIVE_EXPIRY``, replaced before use without a word; ``Connection: close``; chunked,
 Content-Length and read-to-close bodies; gzip and deflate; TLS by the ``verify`` setting;
@@ -26,10 +27,10 @@ import socket
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 from controller.clients import wire
-from controller.clients.wire import MAX_ERROR_BODY, Answer, Request
+from controller.clients.wire import MAX_ERROR_BODY, Answer, K, Request
 
 if TYPE_CHECKING:
     # Imported where TLS is set up, not here: ``ssl`` costs ~15 ms of start-up, and plain
@@ -44,7 +45,6 @@ MAX_HEADERS = 100
 MAX_INTERIM = 10  # "100 Continue" answers skipped before the real one
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BLANKS = " \t"
-K = TypeVar("K")  # what a caller of ``send_many`` tells its exchanges apart by
 
 
 def _protocol_error(detail: str) -> wire.Failure:
@@ -159,7 +159,10 @@ class _Connection:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()  # received and not yet read
         self._idle_since = 0.0
-        self._buffered_only = False  # read what was received, never wait for more
+        # How the answer reader gets more bytes: from the socket, or (``buffered_answer``)
+        # not at all: what was received is all there is yet ("open") or ever ("closed").
+        self._source: Literal["socket", "open", "closed"] = "socket"
+        self._complete_at = 0  # bytes ``buffered_answer`` needs before it reads again
 
     def exchange(self, request: Request) -> Answer:
         if self._sock is not None and not self._reusable():
@@ -190,6 +193,7 @@ class _Connection:
     def close(self) -> None:
         sock, self._sock = self._sock, None
         self._buffer.clear()
+        self._complete_at = 0
         if sock is not None:
             with contextlib.suppress(OSError):  # a socket the peer already reset
                 sock.close()
@@ -227,33 +231,51 @@ class _Connection:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
-    def buffered_answer(self, method: str) -> tuple[int, list[tuple[str, str]], bytes, bool] | None:
+    def buffered_answer(
+        self, method: str, *, closed: bool = False
+    ) -> tuple[int, list[tuple[str, str]], bytes, bool] | None:
         """The answer at the head of what was received, or None until all of it is here.
 
         The same reader as ``exchange``'s, told to stop instead of receiving more; what it
-        consumed is put back when the answer is not complete yet.
+        consumed is put back when the answer is not complete yet. ``closed``: the server
+        closed the connection after what was received, which ends an answer read to the
+        close, and cuts any other short (the error ``exchange`` would raise).
+        Why ``_complete_at``: an answer arriving in many pieces would otherwise be parsed
+        again from its start at each, quadratic in its size.
         """
+        if not closed and len(self._buffer) < self._complete_at:
+            return None
         received = bytes(self._buffer)
-        self._buffered_only = True
+        self._source = "closed" if closed else "open"
         try:
-            return self._read_answer(method)
-        except _Incomplete:
+            answer = self._read_answer(method)
+        except _Incomplete as missing:
+            self._complete_at = len(received) + missing.bytes_at_least
             self._buffer[:] = received
             return None
         finally:
-            self._buffered_only = False
+            self._source = "socket"
+        self._complete_at = 0
+        return answer
+
+    def idle_from_now(self) -> None:
+        """An answer was read and the connection kept: its keep-alive time starts again."""
+        self._idle_since = time.monotonic()
+
+    def idle_too_long(self) -> bool:
+        """Past ``KEEPALIVE_EXPIRY``: the server may close it just as a request goes."""
+        return time.monotonic() - self._idle_since > KEEPALIVE_EXPIRY
 
     def rest(self, timeout: float) -> None:
-        """Back to blocking with ``timeout``, idle from now: as ``exchange`` leaves it."""
+        """Back to blocking with ``timeout``, as ``exchange`` leaves it."""
         assert self._sock is not None
         self._sock.settimeout(timeout)
-        self._idle_since = time.monotonic()
 
     def _reusable(self) -> bool:
         """True unless idle too long or closed by the server (readable at rest: EOF)."""
         sock = self._sock
         assert sock is not None
-        if time.monotonic() - self._idle_since > KEEPALIVE_EXPIRY:
+        if self.idle_too_long():
             return False
         if self._context is not None and _tls_pending(sock):
             return False
@@ -338,8 +360,10 @@ class _Connection:
         return status, headers, body, keep and complete
 
     def _recv(self) -> bytes:
-        if self._buffered_only:
-            raise _Incomplete
+        if self._source == "open":
+            raise _Incomplete(1)
+        if self._source == "closed":
+            return b""
         assert self._sock is not None
         return self._sock.recv(65536)
 
@@ -386,17 +410,20 @@ class _Connection:
             data = bytes(buffer[:size])
             del buffer[:size]
             return data
-        if self._buffered_only:
-            raise _Incomplete
+        if self._source == "open":
+            raise _Incomplete(size - len(buffer))
         # A big body: received straight into its own buffer, not grown 64 KiB at a time.
         body = bytearray(size)
         view = memoryview(body)
         got = len(buffer)
         view[:got] = buffer
         buffer.clear()
-        assert self._sock is not None
         while got < size:
-            n = self._sock.recv_into(view[got:], min(size - got, 1 << 20))
+            if self._source == "closed":
+                n = 0
+            else:
+                assert self._sock is not None
+                n = self._sock.recv_into(view[got:], min(size - got, 1 << 20))
             if n == 0:
                 raise _protocol_error(
                     "peer closed connection without sending complete message body "
@@ -440,6 +467,10 @@ class _Connection:
 
 class _Incomplete(Exception):
     """The answer goes on past what was received (``buffered_answer`` only)."""
+
+    def __init__(self, bytes_at_least: int) -> None:
+        super().__init__(bytes_at_least)
+        self.bytes_at_least = bytes_at_least  # more bytes it needs, at the least
 
 
 def request_bytes(request: Request) -> bytes:

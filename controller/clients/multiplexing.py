@@ -7,8 +7,9 @@ and wakes it, and the GIL changes hands around each wake-up: ~4 context switches
 sockets spends ~0.06 ms (``benchmarks/lean_client.py``). Here one thread sends on every
 free lane, waits on all of them at once, and reads each answer as it arrives.
 
-What it leaves out, by design: retries, logins, answers read to the connection's close.
-An exchange that fails — a connection that does not open or is lost, no answer in time,
+What it leaves out, by design: retries, logins, and every address of a host name but the
+first (the open lanes' own, if any; the threaded wire tries them all when a call is made
+again). An exchange that fails — a connection that does not open or is lost, no answer in time,
 an answer it cannot read — is told to the caller as the ``wire.Failure`` the threaded
 wire would have raised, and the caller's retry logic takes it from there; its lane is
 opened afresh for the next exchange if the request went, and left out of the run if the
@@ -18,21 +19,20 @@ connection would not open. After the first failure no more exchanges are started
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from controller.clients import wire
 from controller.clients.lanes import request_bytes
-from controller.clients.wire import Answer, Request
+from controller.clients.wire import Answer, K, Request
 
 if TYPE_CHECKING:
     from controller.clients.lanes import _Connection
-
-K = TypeVar("K")
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -54,6 +54,8 @@ class _Exchange(Generic[K]):
         self.data = memoryview(request_bytes(request))
         self.sent = 0
         self.started = time.monotonic()
+        # As the threaded wire's socket timeout: for each step, and each read or write
+        # that makes progress starts it again (see _Run._steps, _Run._receive).
         self.deadline = self.started + timeout
         self.step = step  # "connect", "handshake", "send", "receive"
 
@@ -69,6 +71,8 @@ def exchange_many(
 
     An item is taken from ``items`` only when a lane is free for it, so a caller that
     stops yielding (Ctrl-C) starts nothing more, and items never taken were never sent.
+    Every item taken gets its ``on_answer``, unless this raises (``on_answer`` did, or
+    Ctrl-C): then those under way are closed unanswered, as an interrupted request is.
     After the first exchange that fails, no more are taken: what made it fail (a server
     going down, a proxy closing connections) would most likely fail the next ones too,
     and the threaded path meets it with backoff instead of a burst.
@@ -84,6 +88,13 @@ def exchange_many(
 
 
 class _Run(Generic[K]):
+    """One ``exchange_many``: the lanes, each idle (open or shut) or busy with one exchange.
+
+    Open lanes are watched for reading even when idle, so one the server closes at rest is
+    seen (``_advance``) and opened afresh before it is used; one idle past the keep-alive
+    expiry is too (``_start``), as ``Lanes`` does before each exchange.
+    """
+
     def __init__(
         self,
         lanes: list[_Connection],
@@ -117,6 +128,7 @@ class _Run(Generic[K]):
                     self._address = (sock.family, sock.getpeername())
             sock.setblocking(False)
             self._open.append(lane)
+            self._watch(lane, sock, _READ)
 
     def drive(self, items: Iterator[tuple[K, Request]]) -> None:
         more = True
@@ -138,7 +150,11 @@ class _Run(Generic[K]):
                     self._end(lane, _late(exchange.step))
 
     def finish(self) -> None:
-        """Close what is still under way (its answer is lost to us); the rest rests."""
+        """Close what is still under way (its answer is lost to us); the rest rests.
+
+        Resting is going back to blocking with the timeout; a lane's idle time starts at
+        its last answer (``_receive``), not here, so one unused in this run still expires.
+        """
         for lane in list(self._busy):
             self._busy.pop(lane)
             self._unwatch(lane)
@@ -153,16 +169,20 @@ class _Run(Generic[K]):
     # -- one exchange's steps ------------------------------------------------------------
 
     def _start(self, key: K, request: Request) -> None:
-        if self._open:
-            lane = self._open.pop()
+        lane = self._open.pop() if self._open else None
+        if lane is not None and lane.idle_too_long():
+            self._unwatch(lane)
+            lane.close()
+        elif lane is not None:
             self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="send")
-        else:
+            return self._advance(lane)
+        if lane is None:
             lane = self._shut.pop()
-            self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="connect")
-            try:
-                lane.adopt(self._connect(lane))
-            except OSError as exc:
-                return self._end(lane, wire.cannot_connect("ConnectError", exc))
+        self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="connect")
+        try:
+            lane.adopt(self._connect(lane))
+        except OSError as exc:
+            return self._end(lane, wire.cannot_connect("ConnectError", exc))
         self._advance(lane)
 
     def _connect(self, lane: _Connection) -> socket.socket:
@@ -180,11 +200,13 @@ class _Run(Generic[K]):
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.connect_ex(address)  # EINPROGRESS: connected once writable
+            error = sock.connect_ex(address)
+            if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                raise OSError(error, os.strerror(error))  # unreachable, refused at once
         except OSError:
             sock.close()
             raise
-        return sock
+        return sock  # EINPROGRESS: connected once writable (see _steps)
 
     def _advance(self, lane: _Connection) -> None:
         """Take this lane's exchange as far as its socket allows now."""
@@ -197,21 +219,26 @@ class _Run(Generic[K]):
                 self._shut.append(lane)
             return
         try:
-            self._steps(lane, exchange)
+            answer = self._steps(lane, exchange)
         except wire.Failure as failure:  # a protocol error, or one of ours below
-            self._end(lane, failure)
+            return self._end(lane, failure)
         except OSError as exc:  # refused, reset, not trusted: classified as ``lanes`` does
-            self._end(lane, self._classify(exchange.step, exc, lane))
+            return self._end(lane, self._classify(exchange.step, exc, lane))
+        if answer is not None:  # told outside the try: an OSError of the caller's is its own
+            self._on_answer(exchange.key, answer, time.monotonic() - exchange.started)
 
-    def _steps(self, lane: _Connection, exchange: _Exchange[K]) -> None:
+    def _steps(self, lane: _Connection, exchange: _Exchange[K]) -> Answer | None:
+        """The exchange taken as far as it goes now; its answer once it has come."""
         sock = lane.current_socket
         assert sock is not None
         if exchange.step == "connect":
             if lane not in self._watched:
-                return self._watch(lane, sock, _WRITE)  # connected once writable
+                self._watch(lane, sock, _WRITE)  # connected once writable
+                return None
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise wire.cannot_connect("ConnectError", os.strerror(error))
+            exchange.deadline = time.monotonic() + self._timeout
             context = lane.context
             if context is None:
                 exchange.step = "send"
@@ -228,9 +255,12 @@ class _Run(Generic[K]):
             try:
                 sock.do_handshake()  # type: ignore[attr-defined]  # an SSLSocket here
             except self._want_read:
-                return self._watch(lane, sock, _READ)
+                self._watch(lane, sock, _READ)
+                return None
             except self._want_write:
-                return self._watch(lane, sock, _WRITE)
+                self._watch(lane, sock, _WRITE)
+                return None
+            exchange.deadline = time.monotonic() + self._timeout
             exchange.step = "send"
         if exchange.step == "send":
             data = exchange.data
@@ -238,35 +268,44 @@ class _Run(Generic[K]):
                 try:
                     exchange.sent += sock.send(data[exchange.sent :])
                 except (BlockingIOError, self._want_write):
-                    return self._watch(lane, sock, _WRITE)
+                    self._watch(lane, sock, _WRITE)
+                    return None
                 except self._want_read:
-                    return self._watch(lane, sock, _READ)
+                    self._watch(lane, sock, _READ)
+                    return None
+                exchange.deadline = time.monotonic() + self._timeout
             exchange.step = "receive"
-            return self._watch(lane, sock, _READ)
-        self._receive(lane, sock, exchange)
+            self._watch(lane, sock, _READ)
+            return None
+        return self._receive(lane, sock, exchange)
 
-    def _receive(self, lane: _Connection, sock: socket.socket, exchange: _Exchange[K]) -> None:
+    def _receive(
+        self, lane: _Connection, sock: socket.socket, exchange: _Exchange[K]
+    ) -> Answer | None:
         while True:
             try:
                 data = sock.recv(65536)
             except (BlockingIOError, self._want_read):
-                return  # the rest comes with the next readable event
-            if not data:  # closed before the answer, or to end it: not read in full
-                raise wire.connection_lost("RemoteProtocolError", _DISCONNECTED)
+                return None  # the rest comes with the next readable event
+            if not data:  # closed: the end of an answer read to the close, or an error
+                answer = lane.buffered_answer(exchange.method, closed=True)
+                break
+            exchange.deadline = time.monotonic() + self._timeout
             lane.feed(data)
             answer = lane.buffered_answer(exchange.method)
             if answer is not None:
                 break
+        assert answer is not None  # closed=True reads an answer or raises
         status, headers, body, keep = answer
-        seconds = time.monotonic() - exchange.started
         del self._busy[lane]
         if keep and not lane.has_buffered:
+            lane.idle_from_now()
             self._open.append(lane)  # still watched for reading: see _advance
         else:  # the server closes it, or sent more than the answer: not sane to reuse
             self._unwatch(lane)
             lane.close()
             self._shut.append(lane)
-        self._on_answer(exchange.key, (status, headers, body), seconds)
+        return status, headers, body
 
     # -- bookkeeping ---------------------------------------------------------------------
 

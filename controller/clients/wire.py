@@ -16,7 +16,7 @@ import dataclasses
 import json as jsonlib
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from controller import __version__
@@ -27,6 +27,8 @@ MAX_ERROR_BODY = 64 * 1024
 USER_AGENT = f"converge/{__version__}"
 
 Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers as received, body decoded
+# What a caller of the many-at-once sends (``send_many``, ``write_many``) tells them apart by.
+K = TypeVar("K")
 
 
 class Wire(Protocol):
