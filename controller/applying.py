@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from controller import archives, durations
+from controller.apply_threads import Job, Taker, run_in_threads
 from controller.clients.backups import BackupState, LiveBackup
 from controller.clients.era import EraClient, RoleappWrite
 from controller.clients.http import FirstAttempt
@@ -132,23 +133,25 @@ class Applier:
         return ApplyReport(results=tuple(results))
 
     def _run_chains(self, chains: Sequence[Sequence[Action]]) -> list[ActionResult]:
-        """Run independent chains: each connection's lone writes at once, then the rest.
+        """Run independent chains: each connection's lone writes at once, beside the rest.
 
-        Why two phases: a roleapp's lone create, update or delete is one call that is safe
-        to repeat, so one thread per connection sends them all, ``concurrency`` at a time,
+        Why a writer: a roleapp's lone create, update or delete is one call that is safe to
+        repeat, so one thread per connection sends them all, ``concurrency`` at a time,
         instead of a thread per call blocking on each (``EraClient.write_many``); whatever
-        it cannot make plainly it leaves undone. Then threads per connection run all that
-        is left — chains of several actions (create, then archive), backups, and any write
-        the first phase left — with the clients' retries, logins and error messages.
+        it cannot make plainly it hands back. Threads per connection run everything else —
+        chains of several actions (create, then archive), backups — from the start, and
+        the writes handed back once the writer ends, with the clients' retries, logins and
+        error messages (``apply_threads.Taker``).
 
         Why threads per connection, sized to its concurrency: a roleapp chain waits on
         nothing but its connection's client, which lets ``concurrency`` requests through at
         a time; more threads only queue on its semaphore. Connections run side by side. A
-        backup chain mostly sleeps between polls, so backups keep one thread each, up to
-        MAX_WORKERS. Threads take the next chain themselves (no executor: its future and
-        hand-over per chain cost ~30 µs of CPU each). As with an executor, every chain runs
-        even if one raises (a bug, or a progress line that cannot be written), and the
-        first such error in plan order is raised once all have finished.
+        backup chain mostly sleeps between polls, so backups keep one thread each; either
+        way at most MAX_WORKERS per group. Threads take the next chain themselves (no
+        executor: its future and hand-over per chain cost ~30 µs of CPU each). As with an
+        executor, every chain runs even if one raises (a bug, or a progress line that
+        cannot be written), and the first such error in plan order is raised once all have
+        finished.
         """
         groups: dict[str | None, list[int]] = {}
         for index, chain in enumerate(chains):
@@ -158,27 +161,25 @@ class Applier:
             ).append(index)
         outcomes: list[list[ActionResult] | BaseException] = [[] for _ in chains]
         faults: list[BaseException] = []  # what broke a writer: raised once all have run
-        self._group = GroupCommit(self.store.upsert_inventory)
-        try:
-            at_once: list[tuple[_Taker, Callable[[_Taker], None]]] = []
-            for connection, indexes in groups.items():
-                if connection is None:
-                    continue
+        jobs: list[tuple[Taker, Job, str]] = []
+        for connection, indexes in groups.items():
+            name, lone, era = connection or "backups", [], None
+            if connection is not None:
                 lone = [i for i in indexes if _write_of(chains[i]) is not None]
                 era = self.clients.era(connection) if lone else None
-                if era is not None and era.can_write_many:
-                    at_once.append((_Taker(lone), self._writer(era, chains, outcomes, faults)))
-            self._in_threads(at_once, "writes")
-            threaded: list[tuple[_Taker, Callable[[_Taker], None]]] = []
-            for connection, indexes in groups.items():
-                left = [i for i in indexes if not outcomes[i]]
-                if not left:
-                    continue
-                bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
-                work = self._worker(chains, outcomes)
-                take = _Taker(left)
-                threaded.extend((take, work) for _ in range(max(1, min(bound, len(left)))))
-            self._in_threads(threaded, "chains")
+            if era is not None and era.can_write_many:
+                writes = set(lone)
+                take = Taker([i for i in indexes if i not in writes], lone)
+                jobs.append((take, self._writer(era, chains, outcomes, faults), name))
+            else:
+                take = Taker(indexes)
+            bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
+            work = self._worker(chains, outcomes)
+            threads = max(1, min(bound, MAX_WORKERS, len(indexes)))
+            jobs.extend((take, work, name) for _ in range(threads))
+        self._group = GroupCommit(self.store.upsert_inventory)
+        try:
+            run_in_threads(jobs)
         finally:
             self._group.close()  # the last records committed and reported
         results: list[ActionResult] = []
@@ -190,47 +191,12 @@ class Applier:
             raise faults[0]
         return results
 
-    def _in_threads(
-        self, jobs: Sequence[tuple[_Taker, Callable[[_Taker], None]]], name: str
-    ) -> None:
-        """Run each job in a thread of its own, and wait for all of them."""
-        ended = [threading.Event() for _ in jobs]
-
-        def run(job: Callable[[_Taker], None], take: _Taker, end: threading.Event) -> None:
-            try:
-                job(take)
-            finally:
-                end.set()
-
-        threads = [
-            threading.Thread(target=run, args=(job, take, end), name=f"apply {name}")
-            for (take, job), end in zip(jobs, ended, strict=True)
-        ]
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        except BaseException:
-            # Ctrl-C (or a thread that could not start): begin no other object, and let the
-            # ones under way finish and be recorded before the caller releases the lock and
-            # closes the store; a second Ctrl-C stops this wait too. Waited on by their own
-            # events: a join that Ctrl-C interrupted takes its thread as ended while it runs
-            # on (CPython 3.11, bpo-45274), so joining it again would not wait.
-            for take, _ in jobs:
-                take.stop()
-            for thread, end in zip(threads, ended, strict=True):
-                if thread.ident is not None:  # started
-                    end.wait()
-                    thread.join()  # its last instants, unless the interrupted join ended it
-            raise
-
     def _worker(
         self,
         chains: Sequence[Sequence[Action]],
         outcomes: list[list[ActionResult] | BaseException],
-    ) -> Callable[[_Taker], None]:
-        def work(take: _Taker) -> None:
+    ) -> Job:
+        def work(take: Taker) -> None:
             while (index := take()) is not None:
                 try:
                     outcomes[index] = self._run_chain(chains[index])
@@ -245,14 +211,14 @@ class Applier:
         chains: Sequence[Sequence[Action]],
         outcomes: list[list[ActionResult] | BaseException],
         faults: list[BaseException],
-    ) -> Callable[[_Taker], None]:
+    ) -> Job:
         """One connection's lone writes, sent at once; each one done recorded and reported."""
 
-        def write(take: _Taker) -> None:
-            started: dict[int, float] = {}
+        def write(take: Taker) -> None:
+            started: dict[int, float] = {}  # the writes sent and not yet done or left
 
             def writes() -> Iterator[tuple[int, RoleappWrite]]:
-                while (index := take()) is not None:
+                while (index := take.take_write()) is not None:
                     action = chains[index][0]
                     try:
                         self.on_progress(Progress(action, None, self._done, self._total))
@@ -265,21 +231,28 @@ class Applier:
                     yield index, write
 
             def done(index: int) -> None:
-                seconds = time.monotonic() - started[index]
+                seconds = time.monotonic() - started.pop(index)
                 try:
                     outcomes[index] = self._written(chains[index][0], seconds)
                 except BaseException as exc:  # as a worker's
                     outcomes[index] = exc
 
             def left(index: int, first: FirstAttempt) -> None:
-                # Finished by the threaded phase, from this attempt on (see _first).
+                # Made by a thread from this attempt on (see _first), once the writer ends.
+                started.pop(index)
                 self._firsts[id(chains[index][0])] = first
+                take.hand_back(index)
 
             try:
                 era.write_many(writes(), done, left)
             except BaseException as exc:
-                # A bug: what it left undone is made by the threaded phase, then it is raised.
+                # A bug: the threads make what it left unknown from the start (a lone write
+                # is safe to repeat), then it is raised.
                 faults.append(exc)
+                for index in started:
+                    take.hand_back(index)
+            finally:
+                take.writer_ended()
 
         return write
 
@@ -584,24 +557,6 @@ def _failed(action: Action, exc: Exception, *, seconds: float) -> ActionResult:
         else f"internal error: {type(exc).__name__}: {exc}"
     )
     return ActionResult(action=action, outcome=Outcome.FAILED, message=message, seconds=seconds)
-
-
-class _Taker:
-    """Hands out the chains of one group, each to exactly one thread."""
-
-    def __init__(self, indexes: Sequence[int]) -> None:
-        self._indexes = iter(indexes)
-        self._lock = threading.Lock()
-        self._stopped = False
-
-    def __call__(self) -> int | None:
-        with self._lock:
-            return None if self._stopped else next(self._indexes, None)
-
-    def stop(self) -> None:
-        """Hand out nothing more: the chains not begun stay undone."""
-        with self._lock:
-            self._stopped = True
 
 
 _HANDLERS: dict[ActionKind, Callable[[Applier, Action], str]] = {

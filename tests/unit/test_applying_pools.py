@@ -265,13 +265,15 @@ class _WritingEra:
     def __init__(self, *, pause: float = 0.0, broken: bool = False) -> None:
         self.pause = pause
         self.broken = broken
-        self.threads: set[str] = set()
+        self.writer: threading.Thread | None = None
+        self.creators: set[threading.Thread] = set()
         self.at_once: list[str] = []  # ids written by write_many, in order
         self.finished: list[tuple[str, Any]] = []  # (id, first) by create
+        self.written_before: dict[str, int] = {}  # id made by create → len(at_once) then
         self.lock = threading.Lock()
 
     def write_many(self, writes: Any, done: Any, left: Any) -> None:
-        self.threads.add(threading.current_thread().name)
+        self.writer = threading.current_thread()
         for key, write in writes:
             body = write.call.json
             time.sleep(self.pause)
@@ -285,8 +287,9 @@ class _WritingEra:
 
     def create(self, entity: Mapping[str, Any], *, first: Any = None) -> dict[str, Any]:
         with self.lock:
-            self.threads.add(threading.current_thread().name)
+            self.creators.add(threading.current_thread())
             self.finished.append((entity["id"], first))
+            self.written_before[entity["id"]] = len(self.at_once)
         return dict(entity)
 
 
@@ -325,7 +328,44 @@ def test_lone_writes_go_at_once_and_what_is_handed_back_is_finished_from_its_att
     assert sorted(rid for rid, _ in era.finished) == [f"id-{n}" for n in range(1, 10, 2)]
     assert all(isinstance(first, http.FirstAttempt) for _, first in era.finished)
     assert sorted(e.name for e in store.entries) == sorted(a.ref.name for a in actions)
-    assert era.threads == {"apply writes", "apply chains"}
+    # One thread of the connection's wrote at once; its other threads finished the rest.
+    assert era.writer is not None and era.writer.name == "apply era-a"
+    assert era.creators and era.writer not in era.creators
+    assert {t.name for t in era.creators} == {"apply era-a"}
+    # A handed-back write is made only once the writer has ended.
+    assert set(era.written_before.values()) == {10}
+
+
+def test_chains_that_are_not_lone_writes_run_beside_the_writer():
+    # A create without its id in the body is not safe to repeat, so not written at once:
+    # the connection's threads make it while the writer is still writing.
+    lone = [_lone_create(n * 2) for n in range(20)]  # even: all done at once
+    ref = Ref(Kind.ROLEAPP, "era-a", "app-unsafe")
+    unsafe = Action(
+        kind=ActionKind.CREATE, ref=ref, reason="new", id="id-u", desired={"id": "elsewhere"}
+    )
+    era, store = _WritingEra(pause=0.01), _Store()
+    report = applying.Applier(
+        clients=_WritingClients(era),  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+    ).apply(_plan((*lone, unsafe)))
+    assert report.count(applying.Outcome.SUCCEEDED) == 21
+    assert [rid for rid, _ in era.finished] == ["elsewhere"]
+    assert era.written_before["elsewhere"] < len(lone)  # made while writes were still going
+
+
+def test_no_connection_gets_more_threads_than_max_workers(monkeypatch):
+    monkeypatch.setattr(applying, "MAX_WORKERS", 1)
+    actions = tuple(_create(c, n) for c in CONCURRENCY for n in range(6))
+    clients = _Clients()
+    report = applying.Applier(
+        clients=clients,  # type: ignore[arg-type]
+        store=_Store(),  # type: ignore[arg-type]
+        policies={},
+    ).apply(_plan(actions))
+    assert report.count(applying.Outcome.SUCCEEDED) == len(actions)
+    assert clients.peak == Counter({"era-a": 1, "era-b": 1})
 
 
 def test_a_writer_that_breaks_leaves_its_writes_to_the_threads_then_says_so():
@@ -350,7 +390,99 @@ def test_an_interrupt_while_writing_at_once_sends_no_more_and_records_what_was_d
     time.sleep(0.05)  # ten writes' time: none comes, the writer had ended
     assert len(era.at_once) == written
     assert 0 < written < len(actions)  # it stopped early
-    assert era.finished == []  # no threaded phase after an interrupt
-    made = {f"app-{int(rid.split('-')[1]):03d}" for rid in era.at_once}
-    recorded = {e.name for e in store.entries}
-    assert recorded and recorded <= made  # only what was made, and the creates recorded
+    assert era.finished == []  # the writes handed back are not made after an interrupt
+    done = {f"app-{n:03d}" for rid in era.at_once if not (n := int(rid.split("-")[1])) % 2}
+    assert done and {e.name for e in store.entries} == done  # every write done, recorded
+
+
+def _roleapp_action(kind: ActionKind, n: int, **fields: Any) -> Action:
+    ref = Ref(Kind.ROLEAPP, "era-a", f"app-{n:03d}")
+    return Action(kind=kind, ref=ref, reason="test", id=f"id-{n}", **fields)
+
+
+@pytest.mark.parametrize(
+    ("chain", "call"),
+    [
+        ([_roleapp_action(ActionKind.CREATE, 1, desired={"id": "id-1"})], ("POST", None)),
+        ([_roleapp_action(ActionKind.UPDATE, 1, patch={"title": "t"})], ("PATCH", "id-1")),
+        ([_roleapp_action(ActionKind.ADOPT, 1, patch={"title": "t"})], ("PATCH", "id-1")),
+        ([_roleapp_action(ActionKind.DELETE, 1)], ("DELETE", "id-1")),
+        # Not lone writes, or not safe to repeat: the threads make them, one call each.
+        ([_roleapp_action(ActionKind.CREATE, 1, desired={})], None),  # no id in the body
+        ([_roleapp_action(ActionKind.CREATE, 1, desired={"id": "id-2"})], None),  # not its id
+        ([_roleapp_action(ActionKind.UPDATE, 1)], None),  # nothing to patch
+        ([_roleapp_action(ActionKind.ADOPT, 1)], None),  # adopted as it is: no call
+        ([_roleapp_action(ActionKind.DELETE, 1), _roleapp_action(ActionKind.DELETE, 1)], None),
+        ([Action(kind=ActionKind.DELETE, ref=Ref(Kind.ROLEAPP, "era-a", "x"), reason="")], None),
+        (
+            [
+                Action(
+                    kind=ActionKind.BACKUP,
+                    ref=Ref(Kind.BACKUP_POLICY, "element", "nightly"),
+                    reason="due",
+                    id="p",
+                )
+            ],
+            None,
+        ),
+    ],
+)
+def test_only_a_lone_write_safe_to_repeat_is_made_at_once(chain, call):
+    write = applying._write_of(chain)
+    if call is None:
+        assert write is None
+        return
+    method, roleapp_id = call
+    assert write is not None and write.call.method == method
+    assert roleapp_id is None or write.call.path.endswith(f"/{roleapp_id}")
+
+
+class _DoneEra(_WritingEra):
+    """Makes every write at once."""
+
+    def write_many(self, writes: Any, done: Any, left: Any) -> None:
+        self.writer = threading.current_thread()
+        for key, write in writes:
+            self.at_once.append(f"{write.call.method} {write.call.path.rsplit('/', 1)[-1]}")
+            done(key)
+
+
+class _ForgetfulStore(_Store):
+    """Cannot remove one entry from the inventory."""
+
+    def remove_inventory(self, kind: str, connection: str, name: str) -> bool:
+        if name == "app-003":
+            raise StateError("state store: cannot forget app-003")
+        return True
+
+
+def test_updates_adopts_and_deletes_made_at_once_are_reported_and_recorded_as_threads_do():
+    actions = (
+        _roleapp_action(ActionKind.UPDATE, 1, patch={"title": "t"}),
+        _roleapp_action(ActionKind.ADOPT, 2, patch={"title": "t"}),
+        _roleapp_action(ActionKind.DELETE, 3),
+        _roleapp_action(ActionKind.DELETE, 4),
+    )
+    era, store = _DoneEra(), _ForgetfulStore()
+    shown: list[tuple[str, str]] = []
+
+    def progress(progress: applying.Progress) -> None:
+        if progress.result is not None:
+            shown.append((progress.action.ref.name, progress.result.outcome.value))
+
+    report = applying.Applier(
+        clients=_WritingClients(era),  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        policies={},
+        on_progress=progress,
+    ).apply(_plan(actions))
+    assert sorted(era.at_once) == ["DELETE id-3", "DELETE id-4", "PATCH id-1", "PATCH id-2"]
+    assert [(r.outcome.value, r.message) for r in report.results] == [
+        ("succeeded", "updated id-1"),
+        ("succeeded", "adopted id-2"),
+        ("failed", "state store: cannot forget app-003"),  # deleted, but still inventoried
+        ("succeeded", "deleted id-4"),
+    ]
+    assert sorted(shown) == sorted((r.action.ref.name, r.outcome.value) for r in report.results)
+    # The adopted object joins the inventory (the updated one already is).
+    assert "app-002" in {e.name for e in store.entries}
