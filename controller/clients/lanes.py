@@ -165,7 +165,7 @@ class _Connection:
         self._complete_at = 0  # bytes ``buffered_answer`` needs before it reads again
 
     def exchange(self, request: Request) -> Answer:
-        if self._sock is not None and not self._reusable():
+        if self._sock is not None and not self.reusable():
             self.close()
         sock = self._sock if self._sock is not None else self._connect()
         keep = False
@@ -202,7 +202,7 @@ class _Connection:
 
     def open_socket(self) -> socket.socket | None:
         """The open socket, if it can be used (closed if idle too long or closed by the peer)."""
-        if self._sock is not None and not self._reusable():
+        if self._sock is not None and not self.reusable():
             self.close()
         return self._sock
 
@@ -262,7 +262,7 @@ class _Connection:
         """An answer was read and the connection kept: its keep-alive time starts again."""
         self._idle_since = time.monotonic()
 
-    def idle_too_long(self) -> bool:
+    def _idle_too_long(self) -> bool:
         """Past ``KEEPALIVE_EXPIRY``: the server may close it just as a request goes."""
         return time.monotonic() - self._idle_since > KEEPALIVE_EXPIRY
 
@@ -271,11 +271,11 @@ class _Connection:
         assert self._sock is not None
         self._sock.settimeout(timeout)
 
-    def _reusable(self) -> bool:
+    def reusable(self) -> bool:
         """True unless idle too long or closed by the server (readable at rest: EOF)."""
         sock = self._sock
         assert sock is not None
-        if self.idle_too_long():
+        if self._idle_too_long():
             return False
         if self._context is not None and _tls_pending(sock):
             return False

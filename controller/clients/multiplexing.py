@@ -91,8 +91,9 @@ class _Run(Generic[K]):
     """One ``exchange_many``: the lanes, each idle (open or shut) or busy with one exchange.
 
     Open lanes are watched for reading even when idle, so one the server closes at rest is
-    seen (``_advance``) and opened afresh before it is used; one idle past the keep-alive
-    expiry is too (``_start``), as ``Lanes`` does before each exchange.
+    seen (``_advance``) and opened afresh; and each is checked again just before it is
+    used (``_start``): closed since, or idle past the keep-alive expiry, it is opened
+    afresh, as ``Lanes`` does before each exchange.
     """
 
     def __init__(
@@ -170,7 +171,9 @@ class _Run(Generic[K]):
 
     def _start(self, key: K, request: Request) -> None:
         lane = self._open.pop() if self._open else None
-        if lane is not None and lane.idle_too_long():
+        # Asked again, as ``Lanes`` does before each exchange: the server may have closed
+        # it while this thread was busy elsewhere (the selector only sees that later).
+        if lane is not None and not lane.reusable():
             self._unwatch(lane)
             lane.close()
         elif lane is not None:
