@@ -1,25 +1,31 @@
 """``HttpSession.send_many``: many calls from one thread, on raw servers on 127.0.0.1.
 
 What it promises: each call is sent at most once, ``concurrency`` at a time, from the
-calling thread alone; ``on_answer`` gets exactly the calls answered with an ``ok`` status;
-anything else (an error status, a lost or late answer, a connection that will not open or
-be trusted) is simply not answered, for the caller to make again with ``request``, and the
-session stays fit for that.
+calling thread alone, and taken from the caller only when a connection is free for it;
+``on_answer`` gets exactly the calls answered with a status in their ``ok``. Every other
+call that was sent (an error or unexpected status, an expired login, an answer lost, cut
+short or late, a connection that will not open or be trusted) is handed back to
+``on_other`` with its first attempt, for ``request(first=...)`` to carry on from, and no
+call is taken after it. A call that gets neither was never sent, and the session stays
+fit for more.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from controller import errors
-from controller.clients import http, wire
+from controller.clients import http, lanes, wire
 from tests.clients.rawserver import RESET, Seen, answer, certificate, serve
 
 __all__ = ["certificate", "serve"]  # fixtures, used by name
@@ -46,7 +52,7 @@ def calls(n: int, method: str = "POST") -> list[tuple[int, http.Call]]:
 
 
 def send(
-    session: http.HttpSession, items: list[tuple[int, http.Call]]
+    session: http.HttpSession, items: Iterable[tuple[int, http.Call]]
 ) -> tuple[dict[int, http.HttpResponse], dict[int, http.FirstAttempt]]:
     """(the calls answered ok, the other calls sent with their first attempts)."""
     answered: dict[int, http.HttpResponse] = {}
@@ -315,3 +321,333 @@ def test_no_free_slot_means_nothing_is_sent(serve):
         finally:
             session._slots.release()
     assert server.seen == []
+
+
+# -- helpers for the tests below ----------------------------------------------------------
+
+
+def taking(
+    items: Iterable[tuple[int, http.Call]], taken: list[int]
+) -> Iterator[tuple[int, http.Call]]:
+    """``items``, noting in ``taken`` each one as ``send_many`` takes it."""
+    for key, call in items:
+        taken.append(key)
+        yield key, call
+
+
+@contextlib.contextmanager
+def one_connection(script: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A server on 127.0.0.1 (its URL) that accepts one connection and runs ``script`` on it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def run() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # nobody came: the test says why
+            return
+        with conn:
+            conn.settimeout(TIMEOUT)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece on its own
+            script(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        thread.join(TIMEOUT * 3)
+        listener.close()
+
+
+# -- answers read to the close, and cut short ----------------------------------------------
+
+
+def test_an_answer_read_to_the_close_is_read_whole_and_its_lane_opened_afresh(serve):
+    def reply(seen: Seen) -> bytes:
+        # No Content-Length, not chunked: the body ends where the server closes (hang_up).
+        padding = b" " * 300_000 if json.loads(seen.body)["n"] == 1 else b""  # many reads
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + seen.body + padding
+
+    server = serve(reply, hang_up=True)
+    with session_for(server.url, concurrency=2) as session:
+        answered, others = send(session, calls(5))
+        assert others == {}
+        assert {k: r.json() for k, r in answered.items()} == {i: {"n": i} for i in range(5)}
+        assert len(answered[1].body) == len(b'{"n":1}') + 300_000
+        # A later run opens its lanes afresh too: each answer closed its connection.
+        assert sorted(send(session, calls(2))[0]) == [0, 1]
+    assert server.connections == 7  # one per call: none was reused after its close
+    assert len(server.seen) == 7
+
+
+CUT_SHORT = {
+    "body": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10,
+        "peer closed connection without sending complete message body",
+    ),
+    "chunk": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        "peer closed connection without sending complete message body",
+    ),
+    "head": (b"HTTP/1.1 200 OK\r\nContent-Le", "peer closed connection in the answer's head"),
+}
+
+
+@pytest.mark.parametrize("cut", CUT_SHORT)
+def test_an_answer_cut_short_by_the_close_is_handed_back_as_a_lost_answer(serve, cut):
+    cut_answer, words = CUT_SHORT[cut]
+    cuts: list[int] = []
+
+    def reply(seen: Seen) -> bytes:
+        if not cuts:  # the first answer only: the call made again is answered whole
+            cuts.append(1)
+            return cut_answer
+        return echo(seen)
+
+    server = serve(reply, hang_up=True)
+    with session_for(server.url, concurrency=1, max_attempts=2) as session:
+        answered, others = send(session, calls(3))
+        assert answered == {} and list(others) == [0]  # and none taken after it
+        failure = others[0].outcome
+        assert isinstance(failure, wire.Failure)
+        assert failure.kind == "RemoteProtocolError" and failure.sent
+        assert words in str(failure)
+        response = session.request(
+            "POST", "/items", json={"n": 0}, idempotent=True, first=others[0]
+        )
+        assert response.json() == {"n": 0}
+    assert len(server.seen) == 2
+
+
+# -- connections that do not open -----------------------------------------------------------
+
+
+def test_a_connection_refused_at_once_is_handed_back_as_not_sent(serve, monkeypatch):
+    server = serve(echo)
+    with session_for(server.url, concurrency=3, max_attempts=2) as session:
+        with monkeypatch.context() as patched:
+            # As a route that is down: connect_ex says so at once, not through SO_ERROR.
+            patched.setattr(socket.socket, "connect_ex", lambda sock, address: errno.ENETUNREACH)
+            answered, others = send(session, calls(5))
+        assert answered == {} and list(others) == [0]  # failed before the next was taken
+        failure = others[0].outcome
+        assert isinstance(failure, wire.Failure)
+        assert failure.kind == "ConnectError" and not failure.sent
+        assert "unreachable" in str(failure)
+        assert server.connections == 0
+        # request() goes on from it, on the threaded wire, and the server answers.
+        response = session.request("POST", "/items", json={"n": 0}, first=others[0])
+        assert response.json() == {"n": 0}
+    assert len(server.seen) == 1
+
+
+def test_a_server_gone_between_runs_leaves_the_next_call_not_sent(serve):
+    server = serve(echo, hang_up=True)
+    with session_for(server.url, concurrency=1, max_attempts=1) as session:
+        assert sorted(send(session, calls(1))[0]) == [0]
+        assert server.hung_up.wait(TIMEOUT)
+        server.close()  # nothing listens on its port any more: connections are refused
+        answered, others = send(session, calls(3))
+    assert answered == {} and list(others) == [0]
+    failure = others[0].outcome
+    assert isinstance(failure, wire.Failure)
+    assert failure.kind == "ConnectError" and not failure.sent
+    assert len(server.seen) == 1
+
+
+def test_a_tls_handshake_that_never_comes_is_a_connect_timeout():
+    # The kernel completes the TCP connections in its backlog; nobody ever answers the hello.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        with session_for(url, concurrency=2, timeout=0.3, verify=False) as session:
+            answered, others = send(session, calls(5))
+        elapsed = time.monotonic() - started
+    assert answered == {}
+    assert sorted(others) == [0, 1]  # both under way, each told; none taken after
+    for first in others.values():
+        failure = first.outcome
+        assert isinstance(failure, wire.Failure)
+        assert failure.kind == "ConnectTimeout" and not failure.sent
+    assert elapsed < 5  # bounded by the timeout, not waited on for ever
+
+
+def test_a_connection_that_does_not_open_in_time_is_a_connect_timeout():
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: one connection fills its queue
+        address = listener.getsockname()
+        stack.enter_context(socket.create_connection(address, timeout=TIMEOUT))
+        probe = stack.enter_context(socket.socket())
+        probe.setblocking(False)
+        probe.connect_ex(address)
+        if select.select([], [probe], [], 0.2)[1]:
+            pytest.skip("this kernel does not leave a connection to a full queue unopened")
+        started = time.monotonic()
+        with session_for(f"http://127.0.0.1:{address[1]}", concurrency=1, timeout=0.3) as session:
+            answered, others = send(session, calls(3))
+        elapsed = time.monotonic() - started
+    assert answered == {} and list(others) == [0]
+    failure = others[0].outcome
+    assert isinstance(failure, wire.Failure)
+    assert failure.kind == "ConnectTimeout" and not failure.sent
+    assert elapsed < 5
+
+
+# -- keep-alive expiry ----------------------------------------------------------------------
+
+
+def test_a_lane_idle_past_the_keepalive_expiry_during_a_run_is_opened_afresh(serve, monkeypatch):
+    monkeypatch.setattr(lanes, "KEEPALIVE_EXPIRY", 0.1)
+    server = serve(echo)
+
+    def items() -> Iterator[tuple[int, http.Call]]:
+        for key, call in calls(2):
+            if key == 1:
+                time.sleep(0.3)  # the caller is busy: the lane, idle since call 0, expires
+            yield key, call
+
+    with session_for(server.url, concurrency=1) as session:
+        answered, others = send(session, items())
+    assert sorted(answered) == [0, 1] and others == {}
+    assert [seen.connection for seen in server.seen] == [1, 2]
+
+
+def test_a_lane_left_unused_by_a_run_keeps_its_idle_time_and_expires(serve, monkeypatch):
+    server = serve(echo)
+    with session_for(server.url, concurrency=2) as session:
+        assert sorted(send(session, calls(2))[0]) == [0, 1]  # both lanes open
+        assert server.connections == 2
+        time.sleep(0.8)
+        assert sorted(send(session, calls(1))[0]) == [0]  # on one lane; the other rests
+        used = server.seen[-1].connection
+        # Past this, the lane unused since the first run has expired; the one just used
+        # has not (its idle time started at its answer, an instant ago).
+        monkeypatch.setattr(lanes, "KEEPALIVE_EXPIRY", 0.4)
+        answered, others = send(session, calls(2))
+    assert sorted(answered) == [0, 1] and others == {}
+    assert server.connections == 3
+    assert sorted(seen.connection for seen in server.seen[-2:]) == [used, 3]
+
+
+# -- what sends nothing, and what stops taking calls ----------------------------------------
+
+
+def test_a_rate_limited_session_sends_nothing_at_once(serve):
+    server = serve(echo)
+    taken: list[int] = []
+    with session_for(server.url, rate_limit=100.0) as session:
+        assert not session.can_send_many  # its pauses would stall every exchange under way
+        assert send(session, taking(calls(3), taken)) == ({}, {})
+        assert session.stats.as_dict()["requests"] == 0
+    assert taken == [] and server.seen == []
+
+
+@pytest.mark.parametrize(
+    ("status", "ok"),
+    [(200, (201,)), (201, (200, 204)), (302, http.OK_STATUSES), (404, http.OK_STATUSES)],
+    ids=["200-not-ok", "201-not-ok", "redirect", "not-found"],
+)
+def test_an_answer_not_in_the_calls_ok_is_handed_back_with_its_response(serve, status, ok):
+    server = serve(lambda seen: answer(status, b'{"why":"this"}'))
+    items = [(i, http.Call("POST", "/items", {"n": i}, ok=ok)) for i in range(3)]
+    with session_for(server.url, concurrency=1, max_attempts=3) as session:
+        answered, others = send(session, items)
+        assert answered == {} and list(others) == [0]
+        first = others[0]
+        response = first.outcome
+        assert isinstance(response, http.HttpResponse)
+        assert response.status == status and response.json() == {"why": "this"}
+        assert first.generation == 0
+        # Not an answer to retry: request() raises it from the first attempt, sending nothing.
+        with pytest.raises(errors.PermanentApiError, match=f"HTTP {status}"):
+            session.request("POST", "/items", json={"n": 0}, ok=ok, first=first)
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("trouble", [answer(500, b"{}"), RESET], ids=["500", "reset"])
+def test_no_call_is_taken_after_one_not_plainly_done(serve, trouble):
+    server = serve(lambda seen: trouble)
+    taken: list[int] = []
+    with session_for(server.url, concurrency=1) as session:
+        answered, others = send(session, taking(calls(5), taken))
+    # Taking a call may start it (apply reports it as begun): the next is never even taken.
+    assert taken == [0]
+    assert answered == {} and list(others) == [0]
+    assert len(server.seen) == 1
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+def test_an_answer_that_trickles_in_longer_than_the_timeout_is_read(serve):
+    pieces = [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 7\r\n", b"\r\n", b'{"n', b'":', b"0}"]
+
+    def trickle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the client gave up: the test says so
+            conn.recv(65536)
+            for piece in pieces:  # 0.9 s in all; never 0.5 s without a piece
+                time.sleep(0.15)
+                conn.sendall(piece)
+            conn.recv(65536)  # until the client closes (or the server's own timeout)
+
+    with one_connection(trickle) as url, session_for(url, concurrency=1, timeout=0.5) as session:
+        answered, others = send(session, calls(1))
+    assert others == {}
+    assert answered[0].json() == {"n": 0}
+
+
+# -- a lane closed while the caller was busy ------------------------------------------------
+
+
+# The selector sees such a close only when it next runs, which it does not between an
+# answer and the next call taken; so each lane is checked again just before it is used.
+def test_a_lane_the_server_closed_while_the_caller_was_busy_is_opened_afresh(serve):
+    server = serve(echo, hang_up=True)  # closes each connection after its answer
+
+    def items() -> Iterator[tuple[int, http.Call]]:
+        for key, call in calls(2):
+            if key == 1:  # the caller is busy while the server closes call 0's connection
+                assert server.hung_up.wait(TIMEOUT)
+                time.sleep(0.05)  # the close has reached our side
+            yield key, call
+
+    with session_for(server.url, concurrency=1) as session:
+        answered, others = send(session, items())
+    assert others == {}, {key: str(first.outcome) for key, first in others.items()}
+    assert sorted(answered) == [0, 1]
+
+
+# -- the caller's own errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("callback", ["on_answer", "on_other"])
+def test_an_oserror_raised_by_a_callback_comes_out_as_itself(serve, callback):
+    resets: list[int] = []
+
+    def reply(seen: Seen) -> Any:
+        if callback == "on_other" and not resets:  # the first call only
+            resets.append(1)
+            return RESET  # a lost answer: handed to on_other
+        return echo(seen)
+
+    server = serve(reply)
+    mine = ConnectionResetError("the caller's own")  # an OSError, as a wire failure's cause
+
+    def raising(key: int, outcome: Any) -> None:
+        raise mine
+
+    def unexpected(key: int, outcome: Any) -> None:
+        pytest.fail(f"{key}: {outcome}")
+
+    on_answer, on_other = (
+        (raising, unexpected) if callback == "on_answer" else (unexpected, raising)
+    )
+    with session_for(server.url, concurrency=2) as session:
+        with pytest.raises(ConnectionResetError) as raised:
+            session.send_many(calls(4), on_answer, on_other)
+        assert raised.value is mine  # not a wire.Failure, not handed to on_other
+        # The slots were given back and the lanes left fit: another run is answered.
+        assert sorted(send(session, calls(3, "PUT"))[0]) == [0, 1, 2]
