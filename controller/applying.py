@@ -17,6 +17,7 @@ Called by orchestrating, with the state lock held. Why the shape:
 from __future__ import annotations
 
 import enum
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,8 +25,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from controller import archives, durations
-from controller.apply_threads import Job, Taker, run_in_threads
+from controller import apply_threads, archives, durations
 from controller.clients.backups import BackupState, LiveBackup
 from controller.clients.era import EraClient, RoleappWrite
 from controller.clients.http import FirstAttempt
@@ -117,7 +117,7 @@ class Applier:
         self._total = 0
         self._prevent_destroy: Mapping[Ref, bool] = {}
         self._group: GroupCommit | None = None  # while chains run: records their objects
-        # id(action) → its first attempt, made at once, for the threaded phase to go on from.
+        # id(action) → its first attempt, made at once, for a thread to go on from.
         self._firsts: dict[int, FirstAttempt] = {}
 
     def apply(self, plan: Plan) -> ApplyReport:
@@ -136,18 +136,19 @@ class Applier:
         """Run independent chains: each connection's lone writes at once, beside the rest.
 
         Why a writer: a roleapp's lone create, update or delete is one call that is safe to
-        repeat, so one thread per connection sends them all, ``concurrency`` at a time,
-        instead of a thread per call blocking on each (``EraClient.write_many``); whatever
-        it cannot make plainly it hands back. Threads per connection run everything else —
-        chains of several actions (create, then archive), backups — from the start, and
-        the writes handed back once the writer ends, with the clients' retries, logins and
-        error messages (``apply_threads.Taker``).
+        repeat, so one thread per connection sends them all, many at a time, instead of a
+        thread per call blocking on each (``EraClient.write_many``); whatever it cannot
+        make plainly it hands back. Threads per connection run everything else — chains of
+        several actions (create, then archive), backups — from the start, and the writes
+        handed back once the writer ends, with the clients' retries, logins and error
+        messages (``apply_threads.Taker``). While both run, the connection's concurrency
+        is shared between them (``_share``).
 
         Why threads per connection, sized to its concurrency: a roleapp chain waits on
         nothing but its connection's client, which lets ``concurrency`` requests through at
         a time; more threads only queue on its semaphore. Connections run side by side. A
         backup chain mostly sleeps between polls, so backups keep one thread each; either
-        way at most MAX_WORKERS per group. Threads take the next chain themselves (no
+        way at most MAX_WORKERS per group, beside its writer. Threads take the next chain themselves (no
         executor: its future and hand-over per chain cost ~30 µs of CPU each). As with an
         executor, every chain runs even if one raises (a bug, or a progress line that
         cannot be written), and the first such error in plan order is raised once all have
@@ -161,25 +162,27 @@ class Applier:
             ).append(index)
         outcomes: list[list[ActionResult] | BaseException] = [[] for _ in chains]
         faults: list[BaseException] = []  # what broke a writer: raised once all have run
-        jobs: list[tuple[Taker, Job, str]] = []
+        jobs: list[tuple[apply_threads.Taker, apply_threads.Job, str]] = []
         for connection, indexes in groups.items():
             name, lone, era = connection or "backups", [], None
             if connection is not None:
                 lone = [i for i in indexes if _write_of(chains[i]) is not None]
                 era = self.clients.era(connection) if lone else None
+            bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
             if era is not None and era.can_write_many:
                 writes = set(lone)
-                take = Taker([i for i in indexes if i not in writes], lone)
-                jobs.append((take, self._writer(era, chains, outcomes, faults), name))
+                others = [i for i in indexes if i not in writes]
+                take = apply_threads.Taker(others, lone)
+                most = bound - _share(others, bound, len(indexes))
+                jobs.append((take, self._writer(era, chains, outcomes, faults, most=most), name))
             else:
-                take = Taker(indexes)
-            bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
+                take = apply_threads.Taker(indexes)
             work = self._worker(chains, outcomes)
             threads = max(1, min(bound, MAX_WORKERS, len(indexes)))
             jobs.extend((take, work, name) for _ in range(threads))
         self._group = GroupCommit(self.store.upsert_inventory)
         try:
-            run_in_threads(jobs)
+            apply_threads.run_in_threads(jobs)
         finally:
             self._group.close()  # the last records committed and reported
         results: list[ActionResult] = []
@@ -195,8 +198,8 @@ class Applier:
         self,
         chains: Sequence[Sequence[Action]],
         outcomes: list[list[ActionResult] | BaseException],
-    ) -> Job:
-        def work(take: Taker) -> None:
+    ) -> apply_threads.Job:
+        def work(take: apply_threads.Taker) -> None:
             while (index := take()) is not None:
                 try:
                     outcomes[index] = self._run_chain(chains[index])
@@ -211,10 +214,12 @@ class Applier:
         chains: Sequence[Sequence[Action]],
         outcomes: list[list[ActionResult] | BaseException],
         faults: list[BaseException],
-    ) -> Job:
+        *,
+        most: int,
+    ) -> apply_threads.Job:
         """One connection's lone writes, sent at once; each one done recorded and reported."""
 
-        def write(take: Taker) -> None:
+        def write(take: apply_threads.Taker) -> None:
             started: dict[int, float] = {}  # the writes sent and not yet done or left
 
             def writes() -> Iterator[tuple[int, RoleappWrite]]:
@@ -244,14 +249,15 @@ class Applier:
                 take.hand_back(index)
 
             try:
-                era.write_many(writes(), done, left)
+                era.write_many(writes(), done, left, most=most)
             except BaseException as exc:
-                # A bug: the threads make what it left unknown from the start (a lone write
-                # is safe to repeat), then it is raised.
-                faults.append(exc)
+                faults.append(exc)  # a bug: raised once every chain has run
+            finally:
+                # Taken and neither done nor left: never sent (a header that cannot go),
+                # or unknown after a bug. The threads make them from the start: a lone
+                # write is safe to repeat, and the threads' request says what stops it.
                 for index in started:
                     take.hand_back(index)
-            finally:
                 take.writer_ended()
 
         return write
@@ -529,6 +535,18 @@ _DONE = {
 def _done(action: Action) -> str:
     """What a roleapp write that succeeded says, however it was made."""
     return f"{_DONE[action.kind]} {action.id}"
+
+
+def _share(others: Sequence[int], concurrency: int, chains: int) -> int:
+    """The connection's requests in flight left to its threads while the writer writes.
+
+    Why: the writer holds its slots for its whole run, so without a share the chains of
+    several actions would wait for the last lone write; with one, both go on, in
+    proportion to their numbers (at least one each, when there are both).
+    """
+    if not others or concurrency < 2:
+        return 0
+    return min(concurrency - 1, max(1, math.ceil(concurrency * len(others) / chains)))
 
 
 def _write_of(chain: Sequence[Action]) -> RoleappWrite | None:

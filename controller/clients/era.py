@@ -272,8 +272,11 @@ class EraClient:
         writes: Iterable[tuple[K, RoleappWrite]],
         done: Callable[[K], None],
         left: Callable[[K, http.FirstAttempt], None],
+        *,
+        most: int | None = None,
     ) -> None:
-        """Make each write once, many at a time from this thread; ``done`` gets those done.
+        """Make each write once, up to ``most`` at a time from this thread (see
+        ``HttpSession.send_many``); ``done`` gets those done.
 
         ``left`` gets every write that was sent but not plainly done (see
         ``HttpSession.send_many``), with its first attempt: the caller finishes it with
@@ -288,7 +291,8 @@ class EraClient:
             else:  # create and update would raise on it: theirs to say so
                 left(key, http.FirstAttempt(response, 0))
 
-        self.session.send_many(((key, write.call) for key, write in writes), answered, left)
+        calls = ((key, write.call) for key, write in writes)
+        self.session.send_many(calls, answered, left, most=most)
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -293,19 +293,28 @@ class HttpSession:
         calls: Iterable[tuple[K, Call]],
         on_answer: Callable[[K, HttpResponse], None],
         on_other: Callable[[K, FirstAttempt], None],
+        *,
+        most: int | None = None,
     ) -> None:
-        """Send each call once, up to ``concurrency`` at a time, all from this thread.
+        """Send each call once, up to ``most`` (or ``concurrency``) at a time, all from
+        this thread.
 
         ``on_answer`` gets each answer whose status is in its call's ``ok``; ``on_other``
         gets every other call that was sent (an error status, an expired login, a failure
         of the connection) with what came of it, to be handed to ``request(first=...)``,
         which carries on from there with its retries, login and errors as if it had made
-        that attempt itself. A call that gets neither was never sent, unless this raises
+        that attempt itself. A call that gets neither was never sent (one with a header
+        that cannot be sent is passed over, for ``request`` to say why), unless this raises
         (a callback did, or Ctrl-C): the calls under way then are lost to us, as an
         interrupted ``request`` is. Calls are taken from ``calls`` one at a time, as a
         connection becomes free, and none after the first that is not a plain success: a
         429 or 503 asks for backoff, which ``request`` gives, and a server that fails one
         call most likely fails the next. Sends nothing unless ``can_send_many``.
+
+        Its share of the session's ``concurrency`` slots is held for the whole run: it
+        waits (up to the timeout) for one, then takes as many more as are free, up to
+        ``most``; ``most`` below ``concurrency`` leaves the rest to other threads' calls.
+        With no slot in time it sends nothing: the calls are for ``request`` to make.
         """
         lanes_wire = self._wire
         if not self.can_send_many or not isinstance(lanes_wire, lanes.Lanes):
@@ -319,8 +328,9 @@ class HttpSession:
                 return  # request() logs in again, or says why not
         authenticator = self._authenticator
         troubled = False  # an outcome that was not a plain success: send no more
-        held = 0
-        while held < self.settings.concurrency and self._slots.acquire(blocking=False):
+        size = min(self.settings.concurrency, most or self.settings.concurrency)
+        held = 1 if self._slots.acquire(timeout=self.settings.timeout) else 0
+        while 0 < held < size and self._slots.acquire(blocking=False):
             held += 1
 
         def requests() -> Iterator[tuple[tuple[K, Call], wire.Request]]:
@@ -336,7 +346,7 @@ class HttpSession:
                         call.method, target, body=body, content_type=content_type, headers=auth
                     )
                 except wire.Failure:
-                    continue  # a header that cannot be sent: request() says so
+                    continue  # a header that cannot be sent: the caller's request() says so
                 self.stats.count_sent(call.method)
                 yield (key, call), request
 

@@ -312,15 +312,70 @@ def test_a_session_over_an_injected_transport_sends_nothing_at_once():
         assert session.stats.as_dict()["requests"] == 0
 
 
-def test_no_free_slot_means_nothing_is_sent(serve):
+def test_no_slot_free_in_time_means_nothing_is_sent(serve):
     server = serve(echo)
-    with session_for(server.url, concurrency=1) as session:
-        session._slots.acquire()  # another thread's call under way
+    with session_for(server.url, concurrency=1, timeout=0.2) as session:
+        session._slots.acquire()  # another thread's call under way, for longer than that
         try:
             assert send(session, calls(2)) == ({}, {})
         finally:
             session._slots.release()
     assert server.seen == []
+
+
+def test_it_waits_for_its_first_slot_then_sends(serve):
+    server = serve(echo)
+    with session_for(server.url, concurrency=2) as session:
+        session._slots.acquire()
+        session._slots.acquire()  # every slot busy with other threads' calls
+        release = threading.Timer(0.05, session._slots.release)
+        release.start()
+        try:
+            answered, others = send(session, calls(4))
+        finally:
+            release.join()
+            session._slots.release()
+    assert sorted(answered) == [0, 1, 2, 3] and others == {}
+    assert server.connections == 1  # the one slot it got: one lane
+
+
+def test_most_leaves_the_other_slots_to_other_threads_calls(serve):
+    def slow(seen: Seen) -> bytes:
+        time.sleep(0.05)
+        return echo(seen)
+
+    server = serve(slow)
+    order: list[str] = []
+    with session_for(server.url, concurrency=2) as session:
+        started = threading.Event()
+
+        def other() -> None:
+            assert started.wait(TIMEOUT)
+            session.request("GET", "/other")
+            order.append("other call")
+
+        thread = threading.Thread(target=other)
+        thread.start()
+
+        def items() -> Iterator[tuple[int, http.Call]]:
+            for item in calls(10):  # 10 x 50 ms on one lane
+                started.set()
+                yield item
+
+        answered, _ = send_most(session, items(), most=1)
+        order.append("send_many")
+        thread.join(TIMEOUT)
+    assert sorted(answered) == list(range(10))
+    assert order == ["other call", "send_many"]  # it did not wait for the run to end
+
+
+def send_most(
+    session: http.HttpSession, items: Iterable[tuple[int, http.Call]], *, most: int
+) -> tuple[dict[int, http.HttpResponse], dict[int, http.FirstAttempt]]:
+    answered: dict[int, http.HttpResponse] = {}
+    others: dict[int, http.FirstAttempt] = {}
+    session.send_many(items, answered.__setitem__, others.__setitem__, most=most)
+    return answered, others
 
 
 # -- helpers for the tests below ----------------------------------------------------------

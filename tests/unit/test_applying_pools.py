@@ -19,10 +19,14 @@ import pytest
 
 from controller import applying, archives
 from controller.clients import http, wire
+from controller.clients.era import EraClient
 from controller.errors import StateError
 from controller.manifests import Kind
 from controller.plans import Action, ActionKind, ArchiveUpload, Managed, Plan, Ref
 from controller.state.store import InventoryEntry
+from tests.clients.rawserver import answer, serve
+
+__all__ = ["serve"]  # a fixture, used by name
 
 CONCURRENCY = {"era-a": 2, "era-b": 3}
 
@@ -272,8 +276,9 @@ class _WritingEra:
         self.written_before: dict[str, int] = {}  # id made by create → len(at_once) then
         self.lock = threading.Lock()
 
-    def write_many(self, writes: Any, done: Any, left: Any) -> None:
+    def write_many(self, writes: Any, done: Any, left: Any, *, most: int) -> None:
         self.writer = threading.current_thread()
+        self.most = most
         for key, write in writes:
             body = write.call.json
             time.sleep(self.pause)
@@ -334,6 +339,7 @@ def test_lone_writes_go_at_once_and_what_is_handed_back_is_finished_from_its_att
     assert {t.name for t in era.creators} == {"apply era-a"}
     # A handed-back write is made only once the writer has ended.
     assert set(era.written_before.values()) == {10}
+    assert era.most == 4  # nothing else to make: all the connection's concurrency
 
 
 def test_chains_that_are_not_lone_writes_run_beside_the_writer():
@@ -353,6 +359,23 @@ def test_chains_that_are_not_lone_writes_run_beside_the_writer():
     assert report.count(applying.Outcome.SUCCEEDED) == 21
     assert [rid for rid, _ in era.finished] == ["elsewhere"]
     assert era.written_before["elsewhere"] < len(lone)  # made while writes were still going
+    assert era.most == 3  # one of the connection's 4 requests in flight left to the threads
+
+
+@pytest.mark.parametrize(
+    ("others", "concurrency", "chains", "share"),
+    [
+        (0, 16, 1000, 0),  # lone writes only: the writer takes all
+        (1, 16, 1000, 1),  # at least one for the other chains
+        (500, 16, 1000, 8),  # in proportion
+        (999, 16, 1000, 15),  # and at least one for the writer
+        (5, 1, 10, 0),  # one request at a time: the writer holds it, the others wait
+    ],
+)
+def test_the_threads_get_a_share_of_the_concurrency_while_the_writer_writes(
+    others, concurrency, chains, share
+):
+    assert applying._share(list(range(others)), concurrency, chains) == share
 
 
 def test_no_connection_gets_more_threads_than_max_workers(monkeypatch):
@@ -440,7 +463,7 @@ def test_only_a_lone_write_safe_to_repeat_is_made_at_once(chain, call):
 class _DoneEra(_WritingEra):
     """Makes every write at once."""
 
-    def write_many(self, writes: Any, done: Any, left: Any) -> None:
+    def write_many(self, writes: Any, done: Any, left: Any, *, most: int) -> None:
         self.writer = threading.current_thread()
         for key, write in writes:
             self.at_once.append(f"{write.call.method} {write.call.path.rsplit('/', 1)[-1]}")
@@ -486,3 +509,40 @@ def test_updates_adopts_and_deletes_made_at_once_are_reported_and_recorded_as_th
     assert sorted(shown) == sorted((r.action.ref.name, r.outcome.value) for r in report.results)
     # The adopted object joins the inventory (the updated one already is).
     assert "app-002" in {e.name for e in store.entries}
+
+
+class _BadTokenLogin:
+    """A login whose token holds a control character: no request can carry it."""
+
+    def login(self, session: http.HttpSession) -> dict[str, str]:
+        return {"Authorization": "Bearer bad\x01token"}
+
+    def logout(self, session: http.HttpSession, headers: Any) -> None:
+        pass
+
+    def is_expired(self, response: http.HttpResponse) -> bool:
+        return False
+
+
+def test_a_write_that_cannot_be_sent_at_once_is_made_by_the_threads_and_fails_there(serve):
+    # send_many passes over a call whose header cannot go; the write must still get its
+    # result from the threads (their request says why), and never join the inventory.
+    server = serve(lambda seen: answer(201, seen.body or b"{}"))
+    settings = http.HttpSettings(base_url=server.url, connection="era-a", timeout=2.0)
+    with http.HttpSession(
+        settings, authenticator=_BadTokenLogin(), sleep=lambda s: None
+    ) as session:
+        era = EraClient(session)
+        assert era.can_write_many
+        actions = tuple(_lone_create(n) for n in range(3))
+        store = _Store()
+        report = applying.Applier(
+            clients=_WritingClients(era),  # type: ignore[arg-type]
+            store=store,  # type: ignore[arg-type]
+            policies={},
+        ).apply(_plan(actions))
+    assert [r.action for r in report.results] == list(actions)
+    assert {r.outcome for r in report.results} == {applying.Outcome.FAILED}
+    assert all("bad\x01token" not in r.message for r in report.results)
+    assert server.seen == []
+    assert store.entries == []
