@@ -455,6 +455,9 @@ class _Connection:
 
     def _read_to_close(self, limit: int | None) -> bytes:
         buffer = self._buffer
+        if self._source == "open" and (limit is None or len(buffer) < limit):
+            # Only the close (or the limit) ends it: not worth reading again before then.
+            raise _Incomplete(1 << 62 if limit is None else limit - len(buffer))
         while limit is None or len(buffer) < limit:
             chunk = self._recv()
             if not chunk:

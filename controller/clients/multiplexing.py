@@ -34,9 +34,11 @@ from controller.clients.wire import Answer, K, Request
 if TYPE_CHECKING:
     from controller.clients.lanes import _Connection
 
+# What a non-blocking connect answers while it goes on (Windows: WSAEWOULDBLOCK). On Linux
+# EAGAIN (the same number as EWOULDBLOCK) means no local port is free: an error.
+_CONNECTING = (0, errno.EINPROGRESS, *([errno.EWOULDBLOCK] if os.name == "nt" else []))
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_DISCONNECTED = "Server disconnected without sending a response."  # h11's words, as lanes
 
 
 class _NeverRaised(Exception):
@@ -80,8 +82,9 @@ def exchange_many(
     """
     if not lanes:
         return
-    run: _Run[K] = _Run(lanes, on_answer, timeout=timeout)
+    run: _Run[K] = _Run(lanes[0], on_answer, timeout=timeout)
     try:
+        run.take(lanes)
         run.drive(items)
     finally:
         run.finish()
@@ -98,7 +101,7 @@ class _Run(Generic[K]):
 
     def __init__(
         self,
-        lanes: list[_Connection],
+        first: _Connection,
         on_answer: Callable[[K, Answer | wire.Failure, float], None],
         *,
         timeout: float,
@@ -114,10 +117,14 @@ class _Run(Generic[K]):
         self._address: tuple[socket.AddressFamily, tuple[Any, ...]] | None = None
         self._want_read: type[Exception] = _NeverRaised
         self._want_write: type[Exception] = _NeverRaised
-        if lanes[0].context is not None:
+        if first.context is not None:
             import ssl  # loaded already: the lanes made their TLS context with it
 
             self._want_read, self._want_write = ssl.SSLWantReadError, ssl.SSLWantWriteError
+
+    def take(self, lanes: list[_Connection]) -> None:
+        """The lanes this run drives: each open one non-blocking and watched, as it goes
+        (inside ``exchange_many``'s try, so ``finish`` puts back whatever was done)."""
         for lane in lanes:
             sock = lane.open_socket()
             if sock is None:
@@ -127,8 +134,8 @@ class _Run(Generic[K]):
                 with contextlib.suppress(OSError):
                     # New connections go where the open ones went: the address that works.
                     self._address = (sock.family, sock.getpeername())
-            sock.setblocking(False)
             self._open.append(lane)
+            sock.setblocking(False)
             self._watch(lane, sock, _READ)
 
     def drive(self, items: Iterator[tuple[K, Request]]) -> None:
@@ -204,7 +211,7 @@ class _Run(Generic[K]):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             error = sock.connect_ex(address)
-            if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            if error not in _CONNECTING:
                 raise OSError(error, os.strerror(error))  # unreachable, refused at once
         except OSError:
             sock.close()

@@ -7,6 +7,7 @@ came on. The wire's answers and failures have their own tests in test_wire.py.
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from collections.abc import Iterator
@@ -115,3 +116,70 @@ def test_no_free_lane_in_time_is_a_failure_before_sending():
     finally:
         pool._free.put(lane)
         pool.close()
+
+
+# -- the answer reader, fed piece by piece (as ``multiplexing`` feeds it) -------------------
+
+_BODY = b'{"n": 12345, "pad": "' + b"x" * 300 + b'"}'
+_GZIPPED = gzip.compress(_BODY)
+_CHUNKS = [_BODY[:7], _BODY[7:100], _BODY[100:]]
+FED_ANSWERS = {
+    "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY),
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in _CHUNKS)
+    + b"0\r\nX-Trailer: 1\r\n\r\n",
+    "interim": b"HTTP/1.1 100 Continue\r\n\r\n"
+    + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY),
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_GZIPPED), _GZIPPED),
+}
+
+
+def _fed_connection(counted: list[int], monkeypatch: pytest.MonkeyPatch) -> lanes._Connection:
+    read = lanes._Connection._read_answer
+
+    def counting(self: lanes._Connection, method: str) -> tuple:
+        counted.append(1)
+        return read(self, method)
+
+    monkeypatch.setattr(lanes._Connection, "_read_answer", counting)
+    endpoint = wire.Endpoint("http://127.0.0.1:9")
+    return lanes._Connection(endpoint, timeout=1.0, context=None)
+
+
+@pytest.mark.parametrize("kind", FED_ANSWERS)
+@pytest.mark.parametrize("step", [1, 7, 1000])
+def test_an_answer_fed_in_pieces_is_read_whole_and_not_read_again_at_each(
+    kind: str, step: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = FED_ANSWERS[kind]
+    parses: list[int] = []
+    lane = _fed_connection(parses, monkeypatch)
+    answer = None
+    for start in range(0, len(data), step):
+        assert answer is None  # complete only with its last byte
+        lane.feed(data[start : start + step])
+        answer = lane.buffered_answer("POST")
+    assert answer is not None
+    status, _, body, keep = answer
+    assert (status, body, keep, lane.has_buffered) == (200, _BODY, True, False)
+    # Read again at each piece of a head or chunk line, not at each piece of a body.
+    payload = _GZIPPED if kind == "gzip" else _BODY
+    framing = len(data) - len(payload)
+    assert len(parses) <= -(-framing // step) + data.count(b"\r\n") + 2
+
+
+def test_an_answer_read_to_the_close_is_read_once_when_the_close_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
+    parses: list[int] = []
+    lane = _fed_connection(parses, monkeypatch)
+    lane.feed(head)
+    assert lane.buffered_answer("GET") is None
+    for start in range(0, len(_BODY), 10):
+        lane.feed(_BODY[start : start + 10])
+        assert lane.buffered_answer("GET") is None  # only the close ends it
+    assert len(parses) == 1  # the pieces of the body were not read again
+    status, _, body, keep = lane.buffered_answer("GET", closed=True) or (0, [], b"", True)
+    assert (status, body, keep) == (200, _BODY, False)
