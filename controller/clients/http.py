@@ -312,9 +312,10 @@ class HttpSession:
         call most likely fails the next. Sends nothing unless ``can_send_many``.
 
         Its share of the session's ``concurrency`` slots is held for the whole run: it
-        waits (up to the timeout) for one, then takes as many more as are free, up to
-        ``most``; ``most`` below ``concurrency`` leaves the rest to other threads' calls.
-        With no slot in time it sends nothing: the calls are for ``request`` to make.
+        waits (up to the timeout) for one, takes as many more as are free, and more as
+        other threads' calls end, up to ``most``; ``most`` below ``concurrency`` leaves the
+        rest to other threads' calls. With no slot in time it sends nothing: the calls
+        are for ``request`` to make.
         """
         lanes_wire = self._wire
         if not self.can_send_many or not isinstance(lanes_wire, lanes.Lanes):
@@ -328,10 +329,21 @@ class HttpSession:
                 return  # request() logs in again, or says why not
         authenticator = self._authenticator
         troubled = False  # an outcome that was not a plain success: send no more
-        size = min(self.settings.concurrency, most or self.settings.concurrency)
+        size = self.settings.concurrency if most is None else min(most, self.settings.concurrency)
+        # The login above came first: a login's own request needs a slot, which this run
+        # could be holding all of (concurrency 1).
         held = 1 if self._slots.acquire(timeout=self.settings.timeout) else 0
         while 0 < held < size and self._slots.acquire(blocking=False):
             held += 1
+
+        def grow() -> bool:
+            """One slot more, if one is free now and ``size`` allows: the run grows as other
+            threads' calls end, instead of keeping the few slots that were free at first."""
+            nonlocal held
+            if held < size and self._slots.acquire(blocking=False):
+                held += 1
+                return True
+            return False
 
         def requests() -> Iterator[tuple[tuple[K, Call], wire.Request]]:
             pending = iter(calls)
@@ -385,7 +397,7 @@ class HttpSession:
 
         try:
             if held:
-                lanes_wire.send_many(requests(), answered, size=held)
+                lanes_wire.send_many(requests(), answered, size=held, grow=grow)
         finally:
             for _ in range(held):
                 self._slots.release()

@@ -121,23 +121,38 @@ class Lanes:
         on_answer: Callable[[K, Answer | wire.Failure, float], None],
         *,
         size: int,
+        grow: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Exchange ``items`` on up to ``size`` free lanes at once, from this thread alone.
+        """Exchange ``items`` on ``size`` free lanes at once, and more as ``grow`` allows,
+        from this thread alone.
 
         ``on_answer`` gets each exchange's answer, or the failure ``send`` would have
         raised, with the seconds it took (see ``multiplexing``). The caller holds ``size``
-        of the session's slots, so that many lanes are free.
+        of the session's slots, so that many lanes are free; ``grow`` is asked when every
+        lane taken is busy, and says whether the caller took one slot more.
         """
         from controller.clients import multiplexing  # only apply's writes need it
 
         taken: list[_Connection] = []
+
+        def another() -> _Connection | None:
+            if not grow():
+                return None
+            # A lane is put back before its slot is released, so one is free for the
+            # slot just taken; waiting is only ever for that hand-over's last instant.
+            lane = self._free.get(timeout=self._timeout)
+            taken.append(lane)
+            return lane
+
         try:
             while len(taken) < size:
                 taken.append(self._free.get_nowait())
         except queue.Empty:
             pass
         try:
-            multiplexing.exchange_many(taken, items, on_answer, timeout=self._timeout)
+            multiplexing.exchange_many(
+                taken, items, on_answer, timeout=self._timeout, another=another
+            )
         finally:
             for lane in taken:
                 self._free.put(lane)

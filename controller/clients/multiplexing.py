@@ -68,8 +68,10 @@ def exchange_many(
     on_answer: Callable[[K, Answer | wire.Failure, float], None],
     *,
     timeout: float,
+    another: Callable[[], _Connection | None] = lambda: None,
 ) -> None:
-    """Send ``items`` on ``lanes``, one exchange per lane at a time, until either runs out.
+    """Send ``items`` on ``lanes``, one exchange per lane at a time, until ``items`` runs
+    out (or every lane is out of use and ``another``, asked while all are busy, has none).
 
     An item is taken from ``items`` only when a lane is free for it, so a caller that
     stops yielding (Ctrl-C) starts nothing more, and items never taken were never sent.
@@ -85,7 +87,7 @@ def exchange_many(
     run: _Run[K] = _Run(lanes[0], on_answer, timeout=timeout)
     try:
         run.take(lanes)
-        run.drive(items)
+        run.drive(items, another)
     finally:
         run.finish()
 
@@ -138,10 +140,17 @@ class _Run(Generic[K]):
             sock.setblocking(False)
             self._watch(lane, sock, _READ)
 
-    def drive(self, items: Iterator[tuple[K, Request]]) -> None:
+    def drive(
+        self, items: Iterator[tuple[K, Request]], another: Callable[[], _Connection | None]
+    ) -> None:
         more = True
         while True:
-            while more and not self._failed and (self._open or self._shut):
+            while more and not self._failed:
+                if not (self._open or self._shut):
+                    lane = another()  # every lane busy: one more, if the caller has it
+                    if lane is None:
+                        break
+                    self.take([lane])
                 item = next(items, None)
                 if item is None:
                     more = False

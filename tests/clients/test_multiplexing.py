@@ -1,7 +1,7 @@
 """``HttpSession.send_many``: many calls from one thread, on raw servers on 127.0.0.1.
 
-What it promises: each call is sent at most once, ``concurrency`` at a time, from the
-calling thread alone, and taken from the caller only when a connection is free for it;
+What it promises: each call is sent at most once, up to ``most`` (or ``concurrency``) at a
+time as slots are free, from the calling thread alone, and taken from the caller only when a connection is free for it;
 ``on_answer`` gets exactly the calls answered with a status in their ``ok``. Every other
 call that was sent (an error or unexpected status, an expired login, an answer lost, cut
 short or late, a connection that will not open or be trusted) is handed back to
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import select
 import socket
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 from controller import errors
-from controller.clients import http, lanes, wire
+from controller.clients import http, lanes, multiplexing, wire
 from tests.clients.rawserver import RESET, Seen, answer, certificate, serve
 
 __all__ = ["certificate", "serve"]  # fixtures, used by name
@@ -369,6 +370,47 @@ def test_most_leaves_the_other_slots_to_other_threads_calls(serve):
     assert order == ["other call", "send_many"]  # it did not wait for the run to end
 
 
+def test_the_run_grows_as_other_threads_calls_end(serve):
+    def slow(seen: Seen) -> bytes:
+        time.sleep(0.02)
+        return echo(seen)
+
+    server = serve(slow)
+    with session_for(server.url, concurrency=4) as session:
+        for _ in range(4):
+            session._slots.acquire()  # every slot busy with other threads' calls
+        releases = [threading.Timer(0.01 * n, session._slots.release) for n in (1, 2, 3, 4)]
+        for release in releases:
+            release.start()
+        try:
+            answered, others = send(session, calls(40))  # 40 x 20 ms: long past the releases
+        finally:
+            for release in releases:
+                release.join()
+    assert sorted(answered) == list(range(40)) and others == {}
+    assert server.connections == 4  # it took each slot as it came free
+    assert session._slots.acquire(blocking=False)  # and gave them all back
+
+
+def test_lanes_are_put_back_as_they_were_when_a_run_breaks_as_it_starts(serve, monkeypatch):
+    server = serve(echo)
+    with session_for(server.url, concurrency=1) as session:
+        session.request("POST", "/items", json={"n": 0})  # the lane is open and idle
+        monkeypatch.setattr(multiplexing._Run, "_watch", _broken)
+        with pytest.raises(RuntimeError, match="broken"):
+            send(session, calls(1))
+        monkeypatch.undo()
+        (lane,) = session._wire._lanes  # type: ignore[union-attr]
+        sock = lane.current_socket
+        assert sock is not None and sock.gettimeout() == TIMEOUT  # blocking again
+        assert session.request("POST", "/items", json={"n": 1}).json() == {"n": 1}
+    assert server.connections == 1  # the same connection throughout
+
+
+def _broken(*args: Any) -> None:
+    raise RuntimeError("broken")
+
+
 def send_most(
     session: http.HttpSession, items: Iterable[tuple[int, http.Call]], *, most: int
 ) -> tuple[dict[int, http.HttpResponse], dict[int, http.FirstAttempt]]:
@@ -478,18 +520,25 @@ def test_an_answer_cut_short_by_the_close_is_handed_back_as_a_lost_answer(serve,
 # -- connections that do not open -----------------------------------------------------------
 
 
-def test_a_connection_refused_at_once_is_handed_back_as_not_sent(serve, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [
+        errno.ENETUNREACH,  # a route that is down
+        errno.EAGAIN,  # Linux: no local port free (not a connect under way, as on Windows)
+    ],
+)
+def test_a_connection_refused_at_once_is_handed_back_as_not_sent(serve, monkeypatch, error):
     server = serve(echo)
     with session_for(server.url, concurrency=3, max_attempts=2) as session:
         with monkeypatch.context() as patched:
-            # As a route that is down: connect_ex says so at once, not through SO_ERROR.
-            patched.setattr(socket.socket, "connect_ex", lambda sock, address: errno.ENETUNREACH)
+            # connect_ex says so at once, not later through SO_ERROR.
+            patched.setattr(socket.socket, "connect_ex", lambda sock, address: error)
             answered, others = send(session, calls(5))
         assert answered == {} and list(others) == [0]  # failed before the next was taken
         failure = others[0].outcome
         assert isinstance(failure, wire.Failure)
         assert failure.kind == "ConnectError" and not failure.sent
-        assert "unreachable" in str(failure)
+        assert os.strerror(error) in str(failure)
         assert server.connections == 0
         # request() goes on from it, on the threaded wire, and the server answers.
         response = session.request("POST", "/items", json={"n": 0}, first=others[0])
