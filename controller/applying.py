@@ -169,9 +169,11 @@ class Applier:
                 lone = [i for i in indexes if _write_of(chains[i]) is not None]
                 era = self.clients.era(connection) if lone else None
             bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
-            if era is not None and era.can_write_many:
-                writes = set(lone)
-                others = [i for i in indexes if i not in writes]
+            writes = set(lone)
+            others = [i for i in indexes if i not in writes]
+            # One request at a time and other chains too: a writer would hold that one
+            # slot for its whole run, and the chains would wait for it.
+            if era is not None and era.can_write_many and (bound > 1 or not others):
                 take = apply_threads.Taker(others, lone)
                 most = bound - _share(others, bound, len(indexes))
                 jobs.append((take, self._writer(era, chains, outcomes, faults, most=most), name))
@@ -542,7 +544,8 @@ def _share(others: Sequence[int], concurrency: int, chains: int) -> int:
 
     Why: the writer holds its slots for its whole run, so without a share the chains of
     several actions would wait for the last lone write; with one, both go on, in
-    proportion to their numbers (at least one each, when there are both).
+    proportion to their numbers (at least one each, when there are both: with a
+    concurrency of 1 and other chains, ``_run_chains`` has no writer).
     """
     if not others or concurrency < 2:
         return 0

@@ -299,11 +299,12 @@ class _WritingEra:
 
 
 class _WritingClients:
-    def __init__(self, era: _WritingEra) -> None:
+    def __init__(self, era: _WritingEra, concurrency: int = 4) -> None:
         self._era = era
+        self._concurrency = concurrency
 
     def concurrency(self, name: str) -> int:
-        return 4
+        return self._concurrency
 
     def era(self, name: str) -> _WritingEra:
         return self._era
@@ -360,6 +361,23 @@ def test_chains_that_are_not_lone_writes_run_beside_the_writer():
     assert [rid for rid, _ in era.finished] == ["elsewhere"]
     assert era.written_before["elsewhere"] < len(lone)  # made while writes were still going
     assert era.most == 3  # one of the connection's 4 requests in flight left to the threads
+
+
+def test_one_request_at_a_time_and_other_chains_means_no_writer():
+    # The writer would hold the one slot for all its writes, the other chains waiting.
+    ref = Ref(Kind.ROLEAPP, "era-a", "app-unsafe")
+    unsafe = Action(
+        kind=ActionKind.CREATE, ref=ref, reason="new", id="id-u", desired={"id": "elsewhere"}
+    )
+    era = _WritingEra()
+    report = applying.Applier(
+        clients=_WritingClients(era, concurrency=1),  # type: ignore[arg-type]
+        store=_Store(),  # type: ignore[arg-type]
+        policies={},
+    ).apply(_plan((_lone_create(0), unsafe)))
+    assert report.count(applying.Outcome.SUCCEEDED) == 2
+    assert era.writer is None and era.at_once == []
+    assert sorted(rid for rid, _ in era.finished) == ["elsewhere", "id-0"]
 
 
 @pytest.mark.parametrize(
