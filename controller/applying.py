@@ -148,11 +148,11 @@ class Applier:
         nothing but its connection's client, which lets ``concurrency`` requests through at
         a time; more threads only queue on its semaphore. Connections run side by side. A
         backup chain mostly sleeps between polls, so backups keep one thread each; either
-        way at most MAX_WORKERS per group, beside its writer. Threads take the next chain themselves (no
-        executor: its future and hand-over per chain cost ~30 µs of CPU each). As with an
-        executor, every chain runs even if one raises (a bug, or a progress line that
-        cannot be written), and the first such error in plan order is raised once all have
-        finished.
+        way at most MAX_WORKERS per group, beside its writer. Threads take the next chain
+        themselves (no executor: its future and hand-over per chain cost ~30 µs of CPU
+        each). As with an executor, every chain runs even if one raises (a bug, or a
+        progress line that cannot be written), and the first such error in plan order is
+        raised once all have finished.
         """
         groups: dict[str | None, list[int]] = {}
         for index, chain in enumerate(chains):
@@ -164,19 +164,22 @@ class Applier:
         faults: list[BaseException] = []  # what broke a writer: raised once all have run
         jobs: list[tuple[apply_threads.Taker, apply_threads.Job, str]] = []
         for connection, indexes in groups.items():
-            name, lone, era = connection or "backups", [], None
+            name, era = connection or "backups", None
+            writes: dict[int, RoleappWrite] = {}  # each lone write, built once
             if connection is not None:
-                lone = [i for i in indexes if _write_of(chains[i]) is not None]
-                era = self.clients.era(connection) if lone else None
+                for i in indexes:
+                    if (write := _write_of(chains[i])) is not None:
+                        writes[i] = write
+                era = self.clients.era(connection) if writes else None
             bound = MAX_WORKERS if connection is None else self.clients.concurrency(connection)
-            writes = set(lone)
             others = [i for i in indexes if i not in writes]
             # One request at a time and other chains too: a writer would hold that one
             # slot for its whole run, and the chains would wait for it.
             if era is not None and era.can_write_many and (bound > 1 or not others):
-                take = apply_threads.Taker(others, lone)
-                most = bound - _share(others, bound, len(indexes))
-                jobs.append((take, self._writer(era, chains, outcomes, faults, most=most), name))
+                take = apply_threads.Taker(others, writes)
+                most = bound - _share(len(others), bound, len(indexes))
+                writer = self._writer(era, chains, writes, outcomes, faults, most=most)
+                jobs.append((take, writer, name))
             else:
                 take = apply_threads.Taker(indexes)
             work = self._worker(chains, outcomes)
@@ -214,6 +217,7 @@ class Applier:
         self,
         era: EraClient,
         chains: Sequence[Sequence[Action]],
+        lone: Mapping[int, RoleappWrite],
         outcomes: list[list[ActionResult] | BaseException],
         faults: list[BaseException],
         *,
@@ -232,10 +236,8 @@ class Applier:
                     except BaseException as exc:  # re-raised by _run_chains, as a worker's
                         outcomes[index] = exc
                         continue
-                    write = _write_of(chains[index])
-                    assert write is not None  # the taker holds only lone writes
                     started[index] = time.monotonic()
-                    yield index, write
+                    yield index, lone[index]  # the taker holds only lone writes
 
             def done(index: int) -> None:
                 seconds = time.monotonic() - started.pop(index)
@@ -539,7 +541,7 @@ def _done(action: Action) -> str:
     return f"{_DONE[action.kind]} {action.id}"
 
 
-def _share(others: Sequence[int], concurrency: int, chains: int) -> int:
+def _share(others: int, concurrency: int, chains: int) -> int:
     """The connection's requests in flight left to its threads while the writer writes.
 
     Why: the writer holds its slots for its whole run, so without a share the chains of
@@ -549,7 +551,7 @@ def _share(others: Sequence[int], concurrency: int, chains: int) -> int:
     """
     if not others or concurrency < 2:
         return 0
-    return min(concurrency - 1, max(1, math.ceil(concurrency * len(others) / chains)))
+    return min(concurrency - 1, max(1, math.ceil(concurrency * others / chains)))
 
 
 def _write_of(chain: Sequence[Action]) -> RoleappWrite | None:

@@ -9,8 +9,8 @@ call through ``HttpSession`` ~0.3 ms (a loop of GETs of one roleapp from the emu
 medians of runs alternated with the httpx version).
 
 Used by ``controller.clients.http``, one exchange per thread (``Lanes.send``) or many from
-one thread (``Lanes.send_many``, through ``multiplexing``). What it keeps of the httpx transport it
-replaces: keep-alive reuse; an idle connection the server closed, or idle past
+one thread (``Lanes.send_many``, through ``multiplexing``). What it keeps of the httpx
+transport it replaces: keep-alive reuse; an idle connection the server closed, or idle past
 ``KEEPALIVE_EXPIRY``, replaced before use without a word; ``Connection: close``; chunked,
 Content-Length and read-to-close bodies; gzip and deflate; TLS by the ``verify`` setting;
 one timeout for connect, write and each read; TCP_NODELAY; and httpx's failure kinds

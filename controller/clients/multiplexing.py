@@ -9,8 +9,8 @@ free lane, waits on all of them at once, and reads each answer as it arrives.
 
 What it leaves out, by design: retries, logins, and every address of a host name but the
 first (the open lanes' own, if any; the threaded wire tries them all when a call is made
-again). An exchange that fails — a connection that does not open or is lost, no answer in time,
-an answer it cannot read — is told to the caller as the ``wire.Failure`` the threaded
+again). An exchange that fails — a connection that does not open or is lost, no answer in
+time, an answer it cannot read — is told to the caller as the ``wire.Failure`` the threaded
 wire would have raised, and the caller's retry logic takes it from there; its lane is
 opened afresh for the next exchange if the request went, and left out of the run if the
 connection would not open. After the first failure no more exchanges are started.
@@ -186,16 +186,16 @@ class _Run(Generic[K]):
     # -- one exchange's steps ------------------------------------------------------------
 
     def _start(self, key: K, request: Request) -> None:
-        lane = self._open.pop() if self._open else None
-        # Asked again, as ``Lanes`` does before each exchange: the server may have closed
-        # it while this thread was busy elsewhere (the selector only sees that later).
-        if lane is not None and not lane.reusable():
+        if self._open:
+            lane = self._open.pop()
+            # Asked again, as ``Lanes`` does before each exchange: the server may have
+            # closed it while this thread was busy elsewhere (the selector sees that later).
+            if lane.reusable():
+                self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="send")
+                return self._advance(lane)
             self._unwatch(lane)
-            lane.close()
-        elif lane is not None:
-            self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="send")
-            return self._advance(lane)
-        if lane is None:
+            lane.close()  # and opened afresh below
+        else:
             lane = self._shut.pop()
         self._busy[lane] = _Exchange(key, request, timeout=self._timeout, step="connect")
         try:

@@ -1,13 +1,13 @@
 """``HttpSession.send_many``: many calls from one thread, on raw servers on 127.0.0.1.
 
 What it promises: each call is sent at most once, up to ``most`` (or ``concurrency``) at a
-time as slots are free, from the calling thread alone, and taken from the caller only when a connection is free for it;
-``on_answer`` gets exactly the calls answered with a status in their ``ok``. Every other
-call that was sent (an error or unexpected status, an expired login, an answer lost, cut
-short or late, a connection that will not open or be trusted) is handed back to
-``on_other`` with its first attempt, for ``request(first=...)`` to carry on from, and no
-call is taken after it. A call that gets neither was never sent, and the session stays
-fit for more.
+time as slots are free, from the calling thread alone, and taken from the caller only when
+a connection is free for it; ``on_answer`` gets exactly the calls answered with a status in
+their ``ok``. Every other call that was sent (an error or unexpected status, an expired
+login, an answer lost, cut short or late, a connection that will not open or be trusted) is
+handed back to ``on_other`` with its first attempt, for ``request(first=...)`` to carry on
+from, and no call is taken after it. A call that gets neither was never sent, and the
+session stays fit for more.
 """
 
 from __future__ import annotations

@@ -393,7 +393,7 @@ def test_one_request_at_a_time_and_other_chains_means_no_writer():
 def test_the_threads_get_a_share_of_the_concurrency_while_the_writer_writes(
     others, concurrency, chains, share
 ):
-    assert applying._share(list(range(others)), concurrency, chains) == share
+    assert applying._share(others, concurrency, chains) == share
 
 
 def test_no_connection_gets_more_threads_than_max_workers(monkeypatch):
